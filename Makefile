@@ -1,0 +1,48 @@
+SHELL := /bin/bash
+# ivshmem2 — build, test and demo entry points. `make test` and `make demo` work on a fresh
+# machine: they install the system packages they need first (libpci-dev, pciutils, pkg-config).
+
+SWIFT       ?= swift
+SWIFT_FLAGS ?=
+BIN_DEBUG   := .build/debug/ivshmem2
+BIN_RELEASE := .build/release/ivshmem2
+PREFIX      ?= /usr/local
+
+.PHONY: all build release test demo deps tables bench clean help
+
+all: build
+
+help:
+	@echo "make build    debug build of the library and the ivshmem2 tool"
+	@echo "make test     install deps, build, run every test (unit, conformance, server, libpci)"
+	@echo "make demo     start a server and two emulated peers, print their conversation"
+	@echo "make tables   regenerate Sources/IvshmemSpec/EmbeddedTables.swift from spec/tables"
+
+# System packages: libpci (our config-space decoder) and lspci (used by the tests).
+deps:
+	@if ! pkg-config --exists libpci 2>/dev/null || ! command -v lspci >/dev/null 2>&1; then \
+		echo "installing libpci-dev pciutils pkg-config"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libpci-dev pciutils pkg-config >/dev/null; \
+	fi
+
+# The spec tables are compiled into the library; regenerate the embedded copy when they change.
+tables: Sources/IvshmemSpec/EmbeddedTables.swift
+Sources/IvshmemSpec/EmbeddedTables.swift: spec/tables/*.json spec/embed-tables
+	spec/embed-tables > $@.tmp && mv $@.tmp $@
+
+build: deps tables
+	$(SWIFT) build $(SWIFT_FLAGS)
+
+release: deps tables
+	$(SWIFT) build -c release $(SWIFT_FLAGS)
+
+test: build
+	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
+	$(SWIFT) test --skip-build --no-parallel $(SWIFT_FLAGS) 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
+
+demo: build
+	$(BIN_DEBUG) demo
+
+clean:
+	rm -rf .build

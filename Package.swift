@@ -1,0 +1,59 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "ivshmem2",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "ivshmem2", targets: ["ivshmem2"]),
+        .library(name: "IvshmemModel", targets: ["IvshmemModel"]),
+        .library(name: "IvshmemPlatform", targets: ["IvshmemPlatform"]),
+        .library(name: "IvshmemServer", targets: ["IvshmemServer"]),
+        .library(name: "IvshmemTransport", targets: ["IvshmemTransport"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+    ],
+    targets: [
+        // C shims: cmsg macros, eventfd, epoll, memfd, atomics on shared memory.
+        .target(name: "CIvshmemShim"),
+        // libpci through pkg-config, plus a shim for its variadic/exit-on-error API.
+        .systemLibrary(name: "CLibPCI", pkgConfig: "libpci", providers: [.apt(["libpci-dev"])]),
+        .target(name: "CPCIShim", dependencies: ["CLibPCI"]),
+
+        // Layer 0: the spec as data.
+        .target(name: "IvshmemSpec"),
+        // Layer 1: thin typed syscall wrappers.
+        .target(name: "IvshmemPosix", dependencies: ["CIvshmemShim"]),
+        // Layer 2: the device model (config space, capabilities, BAR0, shared memory, interrupts).
+        .target(name: "IvshmemModel", dependencies: ["IvshmemSpec", "CIvshmemShim"]),
+        // Layer 3: the virtual PCI platform (bus, ECAM, CF8/CFC, BAR decode, interrupt sink).
+        .target(name: "IvshmemPlatform", dependencies: ["IvshmemModel"]),
+        // Layer 4: wire messages, the server, and the device attached to a server.
+        .target(name: "IvshmemWire"),
+        .target(name: "IvshmemServer", dependencies: [
+            "IvshmemWire", "IvshmemPosix", "IvshmemSpec",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "IvshmemTransport", dependencies: [
+            "IvshmemWire", "IvshmemPosix", "IvshmemModel",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // libpci decoding of config-space dumps.
+        .target(name: "IvshmemPCIDump", dependencies: ["CPCIShim", "CLibPCI"]),
+
+        .executableTarget(name: "ivshmem2", dependencies: [
+            "IvshmemModel", "IvshmemPlatform", "IvshmemServer", "IvshmemTransport", "IvshmemPosix",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "IvshmemModelTests", dependencies: ["IvshmemModel", "IvshmemSpec", "IvshmemPlatform"]),
+        .testTarget(name: "IvshmemPCIDumpTests", dependencies: ["IvshmemPCIDump", "IvshmemModel"]),
+        .testTarget(name: "IvshmemServerTests", dependencies: [
+            "IvshmemServer", "IvshmemTransport", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform",
+        ]),
+        .testTarget(name: "SpecCoverageTests", dependencies: ["IvshmemSpec"]),
+    ]
+)

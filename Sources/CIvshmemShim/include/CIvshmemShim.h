@@ -1,0 +1,67 @@
+// Wrappers for what Swift cannot import from glibc: cmsg macros, eventfd, epoll, memfd,
+// and explicit-ordering loads/stores on memory shared with other processes.
+#ifndef CIVSHMEM_SHIM_H
+#define CIVSHMEM_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <signal.h>
+
+static inline size_t ivs_cmsg_space(size_t len) { return CMSG_SPACE(len); }
+static inline size_t ivs_cmsg_len(size_t len) { return CMSG_LEN(len); }
+static inline struct cmsghdr *ivs_cmsg_firsthdr(struct msghdr *m) { return CMSG_FIRSTHDR(m); }
+static inline struct cmsghdr *ivs_cmsg_nxthdr(struct msghdr *m, struct cmsghdr *c) { return CMSG_NXTHDR(m, c); }
+static inline unsigned char *ivs_cmsg_data(struct cmsghdr *c) { return CMSG_DATA(c); }
+
+static inline int ivs_eventfd(unsigned int initval, int flags) { return eventfd(initval, flags); }
+static inline int ivs_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+static inline int ivs_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data) {
+    struct epoll_event ev;
+    ev.events = events;
+    ev.data.u64 = data;
+    return epoll_ctl(epfd, op, fd, &ev);
+}
+/// Waits for events; writes up to `max` (events, data) pairs into the two arrays.
+int ivs_epoll_wait(int epfd, uint32_t *events, uint64_t *data, int max, int timeout_ms);
+
+int ivs_memfd_create(const char *name, unsigned int flags);
+
+/// Blocks nothing: clears the signal mask a parent (e.g. a test runner thread) may have left.
+int ivs_unblock_all_signals(void);
+/// Installs a flag-setting handler for SIGINT/SIGTERM/SIGHUP and writes to `wake_fd` on a signal.
+int ivs_install_termination_handler(int wake_fd);
+int ivs_termination_requested(void);
+int ivs_ignore_sigpipe(void);
+
+static inline uint32_t ivs_load32_acquire(const void *p) { return __atomic_load_n((const uint32_t *)p, __ATOMIC_ACQUIRE); }
+static inline void ivs_store32_release(void *p, uint32_t v) { __atomic_store_n((uint32_t *)p, v, __ATOMIC_RELEASE); }
+static inline void ivs_full_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+static inline void ivs_cpu_relax(void) { __builtin_ia32_pause(); }
+
+
+// --- Added for IvshmemPosix (GNU extensions that Swift's Glibc module does not import) ---
+#include <spawn.h>
+
+/// accept4(2) with the given SOCK_* flags (SOCK_CLOEXEC, SOCK_NONBLOCK).
+int ivs_accept4(int fd, int flags);
+/// pipe2(2) with the given O_* flags.
+int ivs_pipe2(int fds[2], int flags);
+/// The glibc value of POSIX_SPAWN_SETSID (a GNU extension).
+int ivs_posix_spawn_setsid_flag(void);
+/// posix_spawn_file_actions_addclosefrom_np: closes every fd >= low_fd in the child.
+int ivs_spawn_file_actions_addclosefrom(posix_spawn_file_actions_t *actions, int low_fd);
+/// mkostemp(3) (GNU): mkstemp with O_CLOEXEC etc. in `flags`.
+int ivs_mkostemp(char *template_path, int flags);
+/// MFD_CLOEXEC, for ivs_memfd_create.
+unsigned int ivs_mfd_cloexec_flag(void);
+/// EPOLLRDHUP (not imported from the EPOLL_EVENTS enum on every toolchain).
+static inline uint32_t ivs_epoll_rdhup(void) { return EPOLLRDHUP; }
+/// Restores the default disposition of SIGTERM, SIGINT, SIGHUP and SIGPIPE (e.g. after a
+/// failed start-up in a process that installed handlers).
+int ivs_restore_default_signals(void);
+
+#endif

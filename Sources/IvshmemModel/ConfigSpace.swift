@@ -1,0 +1,40 @@
+import IvshmemSpec
+
+/// The 256-byte PCI configuration space of one function, built from the spec tables: the type 0
+/// header, then each capability at the profile's offset with its Next pointer chained in list
+/// order. Unlisted bytes read 0 and ignore writes (CFG-RSV-1).
+public struct ConfigSpace: Sendable {
+    public static let size = 256
+    public var block: RegisterBlock
+
+    public init(layout: DeviceLayout, tables: SpecTables) throws {
+        var block = try RegisterBlock(size: Self.size, fields: [])
+        let lookup = { (name: String) in layout.parameter(name) }
+        for f in tables.header {
+            try block.add(ResolvedField(f, lookup: lookup))
+        }
+        let caps = layout.capabilities
+        for (i, cap) in caps.enumerated() {
+            let next = i + 1 < caps.count ? UInt64(caps[i + 1].offset) : 0
+            let capLookup = { (name: String) -> UInt64? in name == "next" ? next : layout.parameter(name) }
+            let fields: [RegisterField]
+            switch cap.kind {
+            case .vendor:
+                let hasBase = !layout.profile.sharedMemoryInBAR2
+                fields = tables.vendorCapability.filter { $0.when == nil || ($0.when == "baseAddress" && hasBase) }
+            case .msix:
+                fields = tables.msixCapability
+            }
+            for f in fields {
+                try block.add(ResolvedField(f, base: cap.offset, lookup: capLookup))
+            }
+        }
+        self.block = block
+    }
+
+    public func read(offset: Int, size: Int) -> UInt32 { UInt32(truncatingIfNeeded: block.read(offset: offset, size: size)) }
+
+    public func offset(of kind: Profile.CapabilityKind, in layout: DeviceLayout) -> Int? {
+        layout.capabilities.first { $0.kind == kind }?.offset
+    }
+}

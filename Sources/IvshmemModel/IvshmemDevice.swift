@@ -1,0 +1,279 @@
+import IvshmemSpec
+import Synchronization
+
+/// One ivshmem v2 PCI function: config space, BAR0 registers, MSI-X table and PBA, and the
+/// driver's view of the shared memory, all built from the spec tables.
+///
+/// Thread safety: every entry point may be called from any thread. Side effects on other
+/// objects (ringing peers, raising interrupts) run after the device's lock is released, so a
+/// sink or a link may call back into any device.
+public final class IvshmemDevice: @unchecked Sendable {
+    public let layout: DeviceLayout
+    public let sharedMemory: SharedMemory
+    public let sharedMemoryLayout: SharedMemoryLayout
+    public var configuration: DeviceConfiguration { layout.configuration }
+    public var profile: Profile { layout.profile }
+    public var id: UInt32 { layout.configuration.id }
+
+    private weak var linkStorage: (any PeerLink)?
+    private weak var sinkStorage: (any InterruptSink)?
+    private let state: Mutex<DeviceState>
+    private let findingHandler: Mutex<(@Sendable (Finding) -> Void)?> = Mutex(nil)
+
+    /// Creates a device over `sharedMemory`, linked to the other peers by `link`.
+    /// Throws `DeviceConfigurationError` (naming the parameter) or `SpecError`.
+    public init(configuration: DeviceConfiguration, sharedMemory: SharedMemory, link: (any PeerLink)?, tables: SpecTables = .builtIn) throws {
+        let profile = try Profile.named(configuration.profileName, in: tables)
+        let layout = try DeviceLayout(configuration: configuration, profile: profile)
+        guard UInt64(sharedMemory.size) >= layout.geometry.totalSize else {
+            throw DeviceConfigurationError(
+                parameter: "sharedMemory",
+                message: "shared memory of \(sharedMemory.size) bytes is smaller than the layout (\(layout.geometry))")
+        }
+        self.layout = layout
+        self.sharedMemory = sharedMemory
+        sharedMemoryLayout = try SharedMemoryLayout(geometry: layout.geometry, viewer: configuration.id, profile: profile, tables: tables)
+        state = Mutex(try DeviceState(layout: layout, tables: tables))
+        linkStorage = link
+    }
+
+    // MARK: wiring
+
+    public var link: (any PeerLink)? {
+        get { linkStorage }
+        set { linkStorage = newValue }
+    }
+    /// Receives MSI-X messages and INTx edges. Held weakly.
+    public var interruptSink: (any InterruptSink)? {
+        get { sinkStorage }
+        set { sinkStorage = newValue }
+    }
+    /// Called for each finding as it is recorded (e.g. to stop on the first one).
+    public func onFinding(_ handler: (@Sendable (Finding) -> Void)?) { findingHandler.withLock { $0 = handler } }
+
+    public var findings: [Finding] { state.withLock { $0.findings } }
+    public func clearFindings() { state.withLock { $0.findings.removeAll() } }
+    public var statistics: InterruptStatistics { state.withLock { $0.stats } }
+
+    // MARK: config space
+
+    /// A config-space read of 1, 2 or 4 naturally aligned bytes (CFG-ACC-1). Other accesses
+    /// read all-ones and are recorded.
+    public func configRead(offset: Int, size: Int) -> UInt32 {
+        perform { s, fx in
+            guard Self.validConfigAccess(offset: offset, size: size) else {
+                s.record("CFG-ACC-2", "config read of \(size) bytes at 0x\(String(offset, radix: 16)) is not a naturally aligned 1/2/4-byte access inside 256 bytes",
+                         Access(space: .config, offset: UInt64(max(offset, 0)), size: size, isWrite: false), peer: id)
+                return UInt32.max >> UInt32(32 - 8 * min(max(size, 1), 4))
+            }
+            return s.config.read(offset: offset, size: size)
+        }
+    }
+
+    /// A config-space write through the generic rule; read-only bytes keep their value inside
+    /// wider writes (CFG-ACC-2).
+    public func configWrite(offset: Int, size: Int, value: UInt32) {
+        perform { s, fx in
+            let access = Access(space: .config, offset: UInt64(max(offset, 0)), size: size, isWrite: true, value: UInt64(value))
+            guard Self.validConfigAccess(offset: offset, size: size) else {
+                s.record("CFG-ACC-2", "config write of \(size) bytes at 0x\(String(offset, radix: 16)) is not a naturally aligned 1/2/4-byte access inside 256 bytes", access, peer: id)
+                return
+            }
+            let writes = s.config.block.write(offset: offset, size: size, value: UInt64(value))
+            for w in writes {
+                if w.field.isReadOnly && w.ignoredBits != 0 {
+                    s.record(w.field.requirement, "write to read-only '\(w.field.name)' ignored (tried to change bits 0x\(String(w.ignoredBits, radix: 16)))", access, peer: id)
+                }
+                s.configHook(w, layout: layout, access: access, peer: id, effects: &fx)
+            }
+            if offset < 0x40 && offset + size > 0x40, writes.isEmpty {}  // header/capability boundary: nothing special
+        }
+    }
+
+    static func validConfigAccess(offset: Int, size: Int) -> Bool {
+        [1, 2, 4].contains(size) && offset >= 0 && offset + size <= ConfigSpace.size && offset % size == 0
+    }
+
+    // MARK: decode state (read by the platform)
+
+    public var commandRegister: UInt16 { UInt16(truncatingIfNeeded: configRead(offset: 0x04, size: 2)) }
+    public var memoryDecodeEnabled: Bool { state.withLock { $0.command & 0x2 != 0 } }
+    public var ioDecodeEnabled: Bool { state.withLock { $0.command & 0x1 != 0 } }
+    public var busMasterEnabled: Bool { state.withLock { $0.command & 0x4 != 0 } }
+
+    /// The address software programmed into BAR `index` (type bits stripped), or nil when the
+    /// BAR is not implemented.
+    public func programmedAddress(bar index: Int) -> UInt64? {
+        guard let info = layout.bars.first(where: { $0.index == index }) else { return nil }
+        return state.withLock { s in
+            let lo = s.config.block.raw(offset: 0x10 + 4 * index, size: 4)
+            switch info.kind {
+            case .io: return lo & ~0x3
+            case .memory32: return lo & ~0xF
+            case .memory64Prefetchable: return (lo & ~0xF) | (s.config.block.raw(offset: 0x14 + 4 * index, size: 4) << 32)
+            }
+        }
+    }
+
+    // MARK: BAR accesses (after the platform decoded the address)
+
+    public func barRead(_ index: Int, offset: UInt64, size: Int) -> UInt64 {
+        guard let role = layout.bars.first(where: { $0.index == index })?.role else { return 0 }
+        switch role {
+        case .registers: return perform { s, fx in s.registerRead(offset: offset, size: size, layout: layout, peer: id) }
+        case .msix: return perform { s, fx in s.msixRead(offset: offset, size: size, layout: layout, peer: id) }
+        case .sharedMemory: return sharedMemoryLoad(offset: offset, size: size)
+        }
+    }
+
+    public func barWrite(_ index: Int, offset: UInt64, size: Int, value: UInt64) {
+        guard let role = layout.bars.first(where: { $0.index == index })?.role else { return }
+        switch role {
+        case .registers:
+            perform { s, fx in s.registerWrite(offset: offset, size: size, value: value, layout: layout, memory: sharedMemory, peer: id, effects: &fx) }
+        case .msix:
+            perform { s, fx in s.msixWrite(offset: offset, size: size, value: value, layout: layout, peer: id, effects: &fx) }
+        case .sharedMemory:
+            sharedMemoryStore(offset: offset, size: size, value: value)
+        }
+    }
+
+    /// Convenience for drivers and tests: 32-bit BAR0 register access by offset.
+    public func readRegister(_ offset: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: barRead(0, offset: offset, size: 4)) }
+    public func writeRegister(_ offset: UInt64, _ value: UInt32) { barWrite(0, offset: offset, size: 4, value: UInt64(value)) }
+
+    // MARK: shared memory, as the driver sees it (rights enforced, violations recorded)
+
+    /// Copies `buffer.count` bytes from shared memory at `offset`. Bytes outside every section
+    /// read 0 and the access is recorded. Returns false when anything was refused.
+    @discardableResult
+    public func sharedMemoryRead(offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        let n = UInt64(buffer.count)
+        if n == 0 { return true }
+        if offset <= layout.geometry.totalSize, n <= layout.geometry.totalSize - offset,
+            sharedMemoryLayout.denial(offset: offset, length: n, write: false) == nil
+        {
+            buffer.baseAddress!.copyMemory(from: sharedMemory.base + Int(offset), byteCount: buffer.count)
+            return true
+        }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        recordOutside(offset: offset, size: Int(n), write: false, value: nil)
+        return false
+    }
+
+    /// Copies bytes into shared memory at `offset` if this peer may write all of them:
+    /// not the state table (SHM-ST-1), not another peer's output section (SHM-OUT-1).
+    /// A refused write changes nothing and is recorded.
+    @discardableResult
+    public func sharedMemoryWrite(offset: UInt64, from buffer: UnsafeRawBufferPointer) -> Bool {
+        let n = UInt64(buffer.count)
+        if n == 0 { return true }
+        if offset <= layout.geometry.totalSize, n <= layout.geometry.totalSize - offset {
+            if let denied = sharedMemoryLayout.denial(offset: offset, length: n, write: true) {
+                if let sec = denied.section {
+                    perform { s, _ in
+                        s.record(sec.requirement, "write into read-only \(sec.name) at 0x\(String(denied.offset, radix: 16)) dropped",
+                                 Access(space: .sharedMemory, offset: offset, size: Int(n), isWrite: true), peer: id)
+                    }
+                } else {
+                    recordOutside(offset: offset, size: Int(n), write: true, value: nil)
+                }
+                return false
+            }
+            (sharedMemory.base + Int(offset)).copyMemory(from: buffer.baseAddress!, byteCount: buffer.count)
+            return true
+        }
+        recordOutside(offset: offset, size: Int(n), write: true, value: nil)
+        return false
+    }
+
+    public func sharedMemoryLoad(offset: UInt64, size: Int) -> UInt64 {
+        var v: UInt64 = 0
+        withUnsafeMutableBytes(of: &v) { sharedMemoryRead(offset: offset, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<min(size, 8)])) }
+        return v
+    }
+
+    public func sharedMemoryStore(offset: UInt64, size: Int, value: UInt64) {
+        withUnsafeBytes(of: value) { _ = sharedMemoryWrite(offset: offset, from: UnsafeRawBufferPointer(rebasing: $0[0..<min(size, 8)])) }
+    }
+
+    /// Peer `peer`'s entry in the state table (SHM-ST-2).
+    public func stateTableEntry(_ peer: UInt32) -> UInt32 { sharedMemory.loadState(peer: peer) }
+
+    private func recordOutside(offset: UInt64, size: Int, write: Bool, value: UInt64?) {
+        perform { s, _ in
+            s.record("SHM-LAYOUT-9", "\(write ? "write" : "read") of \(size) bytes at 0x\(String(offset, radix: 16)) is outside the \(layout.geometry.totalSize)-byte shared memory layout",
+                     Access(space: .sharedMemory, offset: offset, size: size, isWrite: write, value: value), peer: id)
+        }
+    }
+
+    // MARK: events from peers
+
+    /// An event arrived on this device's `vector` (a peer rang it, a peer's state changed, or
+    /// a peer left). Delivery follows IRQ-EN, IRQ-MSIX/IRQ-INTX and IRQ-ONESHOT; the same code
+    /// serves the in-process fabric and the socket transport.
+    public func receiveEvent(vector: Int) {
+        perform { s, fx in s.deliver(vector: vector, layout: layout, peer: id, effects: &fx) }
+    }
+
+    /// A peer left (PEER_GONE): like the RFC device, signal our own vector 0 so the driver
+    /// re-reads the state table (DEV-PEER-1).
+    public func peerDeparted(id other: UInt32) {
+        receiveEvent(vector: 0)
+    }
+
+    /// Device reset (DEV-RST-*): Interrupt Control 0, State 0 written to the table and
+    /// propagated if it changed, MSI-X and config space back to reset values.
+    public func reset() {
+        perform { s, fx in s.reset(layout: layout, memory: sharedMemory, peer: id, effects: &fx) }
+    }
+
+    // MARK: internals
+
+    /// Runs `body` under the lock, then carries out the side effects it queued.
+    private func perform<T>(_ body: (inout DeviceState, inout [Effect]) -> T) -> T {
+        var effects: [Effect] = []
+        let (result, newFindings) = state.withLock { s -> (T, Int) in
+            let before = s.findings.count
+            let r = body(&s, &effects)
+            return (r, s.findings.count - before)
+        }
+        if newFindings > 0, let handler = findingHandler.withLock({ $0 }) {
+            for f in state.withLock({ Array($0.findings.suffix(newFindings)) }) { handler(f) }
+        }
+        if !effects.isEmpty { run(effects) }
+        return result
+    }
+
+    private func run(_ effects: [Effect]) {
+        for e in effects {
+            switch e {
+            case .ring(let target, let vector, let access):
+                let outcome = link?.ring(from: id, target: target, vector: vector) ?? .linkDown
+                switch outcome {
+                case .delivered: break
+                case .inactiveTarget:
+                    perform { s, _ in s.record("REG-DB-5", "doorbell to peer \(target), which is not connected: no effect", access, peer: id) }
+                case .noSuchVector(let n):
+                    perform { s, _ in s.record("REG-DB-4", "doorbell to vector \(vector) of peer \(target), which has \(n) vector(s): no effect", access, peer: id) }
+                case .linkDown:
+                    break
+                }
+            case .broadcastState:
+                link?.broadcastStateChange(from: id)
+            case .msix(let vector, let address, let data):
+                interruptSink?.msixMessage(from: self, vector: vector, address: address, data: data)
+            case .intx(let pin):
+                interruptSink?.intxEdge(from: self, pin: pin)
+            }
+        }
+    }
+}
+
+/// A side effect queued under the device lock and carried out after it is released.
+enum Effect {
+    case ring(target: UInt32, vector: UInt32, access: Access)
+    case broadcastState
+    case msix(vector: Int, address: UInt64, data: UInt32)
+    case intx(pin: UInt8)
+}

@@ -1,0 +1,135 @@
+import IvshmemSpec
+import CIvshmemShim
+
+/// A mapped shared-memory region. The model never maps memory itself: an in-process fabric
+/// allocates it, a socket transport maps the server's fd; `owner` keeps that backing alive.
+public final class SharedMemory: @unchecked Sendable {
+    public let base: UnsafeMutableRawPointer
+    public let size: Int
+    private let owner: AnyObject?
+    private let release: (@Sendable (UnsafeMutableRawPointer, Int) -> Void)?
+
+    public init(base: UnsafeMutableRawPointer, size: Int, owner: AnyObject?) {
+        self.base = base
+        self.size = size
+        self.owner = owner
+        self.release = nil
+    }
+
+    /// Zeroed, page-aligned process memory: the in-process fabric's shared memory.
+    public init(allocating size: Int) {
+        let p = UnsafeMutableRawPointer.allocate(byteCount: max(size, 1), alignment: 4096)
+        p.initializeMemory(as: UInt8.self, repeating: 0, count: max(size, 1))
+        base = p
+        self.size = size
+        owner = nil
+        release = { p, _ in p.deallocate() }
+    }
+
+    deinit { release?(base, size) }
+
+    /// State-table entries are read and written with acquire/release ordering (SHM-ST-*):
+    /// a peer that sees the new state after its interrupt also sees what was written before it.
+    public func loadState(peer: UInt32) -> UInt32 { ivs_load32_acquire(base + Int(peer) * 4) }
+    public func storeState(peer: UInt32, _ value: UInt32) {
+        ivs_store32_release(base + Int(peer) * 4, value)
+        ivs_full_fence()
+    }
+}
+
+/// Access rights of one peer on a range of shared memory. SHM-*
+public enum SectionAccess: String, Sendable { case readOnly = "ro", readWrite = "rw" }
+
+/// One section as a given peer sees it.
+public struct SectionView: Sendable, Equatable {
+    public var name: String
+    public var offset: UInt64
+    public var size: UInt64
+    public var access: SectionAccess
+    public var requirement: String
+    /// For output sections: whose it is.
+    public var ownerPeer: UInt32?
+}
+
+/// The shared-memory sections as peer `viewer` sees them, from the tables' section list and the
+/// geometry; answers "may this peer read/write these bytes" in O(1) per section.
+public struct SharedMemoryLayout: Sendable {
+    public let geometry: SharedMemoryGeometry
+    public let viewer: UInt32
+    /// Base of the output sections within the region as decoded (normally after the R/W
+    /// section; 0 in the qemu-rfc profile when the R/W section is empty — the RFC bug).
+    public let outputBase: UInt64
+    private let stateSpec: SharedMemorySectionSpec
+    private let rwSpec: SharedMemorySectionSpec
+    private let outSpec: SharedMemorySectionSpec
+
+    public init(geometry: SharedMemoryGeometry, viewer: UInt32, profile: Profile, tables: SpecTables) throws {
+        self.geometry = geometry
+        self.viewer = viewer
+        guard tables.sections.count == 3, let o = tables.sections.first(where: { $0.perPeer }),
+            tables.sections[0].size == "@stateTableSize", tables.sections[1].size == "@rwSectionSize"
+        else {
+            throw SpecError.malformed(file: "shared-memory.json", detail: "expected State Table, R/W Section and per-peer Output Section, in that order")
+        }
+        for s in tables.sections {
+            for right in [s.others] + (s.owner.map { [$0] } ?? []) where SectionAccess(rawValue: right) == nil {
+                throw SpecError.invalidValue(field: s.name, key: "access", text: right)
+            }
+        }
+        stateSpec = tables.sections[0]
+        rwSpec = tables.sections[1]
+        outSpec = o
+        if profile.outputSectionsOverStateTableWhenRWEmpty && geometry.rwSectionSize == 0 && geometry.outputSectionSize > 0 {
+            outputBase = 0
+        } else {
+            outputBase = geometry.outputSectionsOffset
+        }
+    }
+
+    private func access(_ spec: SharedMemorySectionSpec, owner: UInt32?) -> SectionAccess {
+        let text = (owner == viewer ? spec.owner : nil) ?? spec.others
+        return SectionAccess(rawValue: text) ?? .readOnly
+    }
+
+    /// The section containing `offset` (output sections win where the RFC bug overlays them).
+    public func section(at offset: UInt64) -> SectionView? {
+        let g = geometry
+        if g.outputSectionSize > 0, offset >= outputBase, offset < outputBase + g.maxPeers * g.outputSectionSize {
+            let peer = (offset - outputBase) / g.outputSectionSize
+            return SectionView(
+                name: "\(outSpec.name) \(peer)", offset: outputBase + peer * g.outputSectionSize, size: g.outputSectionSize,
+                access: access(outSpec, owner: UInt32(peer)), requirement: outSpec.req, ownerPeer: UInt32(peer))
+        }
+        if offset < g.stateTableSize {
+            return SectionView(name: stateSpec.name, offset: 0, size: g.stateTableSize, access: access(stateSpec, owner: nil), requirement: stateSpec.req, ownerPeer: nil)
+        }
+        if offset >= g.rwSectionOffset, offset < g.rwSectionOffset + g.rwSectionSize {
+            return SectionView(name: rwSpec.name, offset: g.rwSectionOffset, size: g.rwSectionSize, access: access(rwSpec, owner: nil), requirement: rwSpec.req, ownerPeer: nil)
+        }
+        return nil
+    }
+
+    /// The first section in `range` that does not allow the access, or nil when all do.
+    /// Bytes outside every section count as not allowed (`section` nil in the result).
+    public func denial(offset: UInt64, length: UInt64, write: Bool) -> (offset: UInt64, section: SectionView?)? {
+        var at = offset
+        let end = offset + length
+        while at < end {
+            guard let s = section(at: at) else { return (at, nil) }
+            if write && s.access == .readOnly { return (at, s) }
+            at = s.offset + s.size
+        }
+        return nil
+    }
+
+    /// All sections in address order, as this peer sees them.
+    public var sections: [SectionView] {
+        var out: [SectionView] = []
+        var at: UInt64 = 0
+        while let s = section(at: at), at < geometry.totalSize {
+            out.append(s)
+            at = s.offset + s.size
+        }
+        return out
+    }
+}

@@ -1,0 +1,76 @@
+import IvshmemModel
+
+/// What firmware does before a driver runs: find functions by vendor/device ID, size each BAR
+/// with the all-ones protocol, assign addresses from simple bump allocators and enable decoding
+/// and bus mastering. Drivers that do this themselves skip it.
+public struct Firmware {
+    public var nextMemory: UInt64
+    public var nextMemory64: UInt64
+    public var nextIO: UInt64
+
+    public init(memoryBase: UInt64 = 0xC000_0000, memory64Base: UInt64 = 0x80_0000_0000, ioBase: UInt64 = 0xC000) {
+        nextMemory = memoryBase
+        nextMemory64 = memory64Base
+        nextIO = ioBase
+    }
+
+    /// Functions whose Vendor/Device ID match, in BDF order.
+    public static func enumerate(_ platform: PCIPlatform, vendor: UInt16 = 0x110A, device: UInt16 = 0x4106) -> [BDF] {
+        platform.devices.map(\.bdf).filter {
+            platform.configRead($0, offset: 0, size: 4) == UInt32(device) << 16 | UInt32(vendor)
+        }
+    }
+
+    /// Sizes and assigns every BAR of `bdf`, then sets Memory/I/O decode and Bus Master.
+    /// Returns the assigned base of each implemented BAR.
+    @discardableResult
+    public mutating func assign(_ platform: PCIPlatform, _ bdf: BDF) -> [Int: UInt64] {
+        var out: [Int: UInt64] = [:]
+        var index = 0
+        var command: UInt32 = 0x4
+        while index < 6 {
+            let reg = 0x10 + index * 4
+            let original = platform.configRead(bdf, offset: reg, size: 4)
+            platform.configWrite(bdf, offset: reg, size: 4, value: 0xFFFF_FFFF)
+            let lowMask = platform.configRead(bdf, offset: reg, size: 4)
+            if lowMask == 0 { platform.configWrite(bdf, offset: reg, size: 4, value: original); index += 1; continue }
+            if lowMask & 1 == 1 {  // I/O BAR
+                let size = UInt64(~(lowMask & ~0x3) &+ 1)
+                let base = align(nextIO, size)
+                nextIO = base + size
+                platform.configWrite(bdf, offset: reg, size: 4, value: UInt32(base))
+                out[index] = base
+                command |= 0x1
+                index += 1
+                continue
+            }
+            let is64 = (lowMask >> 1) & 0x3 == 0x2
+            var mask = UInt64(lowMask & ~0xF)
+            if is64 {
+                platform.configWrite(bdf, offset: reg + 4, size: 4, value: 0xFFFF_FFFF)
+                mask |= UInt64(platform.configRead(bdf, offset: reg + 4, size: 4)) << 32
+            } else {
+                mask |= 0xFFFF_FFFF_0000_0000
+            }
+            let size = ~mask &+ 1
+            let base: UInt64
+            if is64 {
+                base = align(nextMemory64, size)
+                nextMemory64 = base + size
+                platform.configWrite(bdf, offset: reg + 4, size: 4, value: UInt32(base >> 32))
+            } else {
+                base = align(nextMemory, size)
+                nextMemory = base + size
+            }
+            platform.configWrite(bdf, offset: reg, size: 4, value: UInt32(truncatingIfNeeded: base))
+            out[index] = base
+            command |= 0x2
+            index += is64 ? 2 : 1
+        }
+        let old = platform.configRead(bdf, offset: 4, size: 2)
+        platform.configWrite(bdf, offset: 4, size: 2, value: old | command)
+        return out
+    }
+
+    private func align(_ v: UInt64, _ a: UInt64) -> UInt64 { (v + a - 1) / a * a }
+}

@@ -1,0 +1,102 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// One interrupt the platform's interrupt controller saw.
+public struct InterruptRecord: Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        /// A message write: `data` to `address`, from table entry `vector` (IRQ-MSIX-1).
+        case msix(vector: Int, address: UInt64, data: UInt32)
+        /// An edge on INTA#…INTD# (IRQ-INTX-1).
+        case intx(pin: UInt8)
+    }
+    public var source: BDF
+    public var kind: Kind
+    /// Monotonic nanoseconds.
+    public var time: UInt64
+    /// Position in the log, from 0.
+    public var sequence: Int
+
+    public var description: String {
+        switch kind {
+        case .msix(let v, let a, let d):
+            return "\(source) MSI-X vector \(v): write 0x\(String(d, radix: 16)) to 0x\(String(a, radix: 16))"
+        case .intx(let pin):
+            return "\(source) INT\(["?", "A", "B", "C", "D"][Int(min(pin, 4))])# edge"
+        }
+    }
+}
+
+/// The platform's interrupt controller: records every MSI-X message and INTx edge, calls
+/// handlers, and lets a caller wait for the next one with a timeout.
+public final class InterruptLog: @unchecked Sendable {
+    private var records: [InterruptRecord] = []
+    private var handlers: [@Sendable (InterruptRecord) -> Void] = []
+    private var mutex = pthread_mutex_t()
+    private var cond = pthread_cond_t()
+
+    public init() {
+        pthread_mutex_init(&mutex, nil)
+        var attr = pthread_condattr_t()
+        pthread_condattr_init(&attr)
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
+        pthread_cond_init(&cond, &attr)
+        pthread_condattr_destroy(&attr)
+    }
+
+    deinit {
+        pthread_cond_destroy(&cond)
+        pthread_mutex_destroy(&mutex)
+    }
+
+    /// Adds a handler called (on the delivering thread) for each interrupt.
+    public func addHandler(_ h: @escaping @Sendable (InterruptRecord) -> Void) {
+        pthread_mutex_lock(&mutex)
+        handlers.append(h)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    public var all: [InterruptRecord] {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return records
+    }
+
+    public var count: Int { all.count }
+
+    func append(source: BDF, kind: InterruptRecord.Kind) {
+        pthread_mutex_lock(&mutex)
+        let r = InterruptRecord(source: source, kind: kind, time: Self.now(), sequence: records.count)
+        records.append(r)
+        let hs = handlers
+        pthread_cond_broadcast(&cond)
+        pthread_mutex_unlock(&mutex)
+        for h in hs { h(r) }
+    }
+
+    /// Waits until an interrupt with sequence ≥ `after` matching `predicate` is logged, or
+    /// `timeout` seconds pass (nil then).
+    public func wait(after: Int = 0, timeout: Double, where predicate: (InterruptRecord) -> Bool = { _ in true }) -> InterruptRecord? {
+        let deadline = Self.now() + UInt64(max(timeout, 0) * 1e9)
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        var scanned = after
+        while true {
+            while scanned < records.count {
+                if predicate(records[scanned]) { return records[scanned] }
+                scanned += 1
+            }
+            let now = Self.now()
+            if now >= deadline { return nil }
+            var ts = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+            _ = pthread_cond_timedwait(&cond, &mutex, &ts)
+        }
+    }
+
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}

@@ -1,0 +1,162 @@
+import IvshmemModel
+import Synchronization
+
+/// A virtual PCI host: devices at bus/device/function addresses, config access through ECAM
+/// and the legacy 0xCF8/0xCFC ports, BARs decoded where software programmed them, and an
+/// interrupt controller that logs MSI-X messages and INTx edges.
+///
+/// Addresses nobody claims read all-ones and drop writes, as on a real bus; that is also what a
+/// BAR looks like while its decode bit is off (CFG-CMD-7, CFG-CMD-8).
+public final class PCIPlatform: InterruptSink, @unchecked Sendable {
+    /// Base of the ECAM window: bus << 20 | device << 15 | function << 12 | offset.
+    public let ecamBase: UInt64
+    public static let ecamSize: UInt64 = 256 << 20
+    public let interrupts = InterruptLog()
+
+    private struct State {
+        var slots: [BDF: IvshmemDevice] = [:]
+        var cf8: UInt32 = 0
+    }
+    private let state = Mutex(State())
+
+    public init(ecamBase: UInt64 = 0xE000_0000) { self.ecamBase = ecamBase }
+
+    // MARK: devices
+
+    /// Plugs `device` in at `bdf`; the platform becomes its interrupt sink.
+    public func add(_ device: IvshmemDevice, at bdf: BDF) throws {
+        try state.withLock { s in
+            guard s.slots[bdf] == nil else { throw PlatformError.slotOccupied(bdf) }
+            s.slots[bdf] = device
+        }
+        device.interruptSink = self
+    }
+
+    public func remove(at bdf: BDF) {
+        let d = state.withLock { $0.slots.removeValue(forKey: bdf) }
+        if d?.interruptSink === self { d?.interruptSink = nil }
+    }
+
+    public func device(at bdf: BDF) -> IvshmemDevice? { state.withLock { $0.slots[bdf] } }
+    public var devices: [(bdf: BDF, device: IvshmemDevice)] {
+        state.withLock { $0.slots.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
+    }
+    public func address(of device: IvshmemDevice) -> BDF? {
+        state.withLock { $0.slots.first { $0.value === device }?.key }
+    }
+
+    // MARK: config space by BDF
+
+    /// An absent function reads all-ones, like a master abort.
+    public func configRead(_ bdf: BDF, offset: Int, size: Int) -> UInt32 {
+        guard let d = device(at: bdf) else { return size >= 4 ? .max : (1 << UInt32(size * 8)) - 1 }
+        return d.configRead(offset: offset, size: size)
+    }
+
+    public func configWrite(_ bdf: BDF, offset: Int, size: Int, value: UInt32) {
+        device(at: bdf)?.configWrite(offset: offset, size: size, value: value)
+    }
+
+    // MARK: memory space
+
+    public func mmioRead(_ address: UInt64, size: Int) -> UInt64 {
+        if let (bdf, off) = ecamTarget(address) {
+            return off < 0x100 ? UInt64(configRead(bdf, offset: off, size: size)) : (device(at: bdf) == nil ? Self.ones(size) : 0)
+        }
+        guard let hit = decodeMemory(address) else { return Self.ones(size) }
+        return hit.device.barRead(hit.bar, offset: hit.offset, size: size)
+    }
+
+    public func mmioWrite(_ address: UInt64, size: Int, value: UInt64) {
+        if let (bdf, off) = ecamTarget(address) {
+            if off < 0x100 { configWrite(bdf, offset: off, size: size, value: UInt32(truncatingIfNeeded: value)) }
+            return
+        }
+        guard let hit = decodeMemory(address) else { return }
+        hit.device.barWrite(hit.bar, offset: hit.offset, size: size, value: value)
+    }
+
+    /// Which device, BAR and offset a memory address reaches (bar -1: a Base Address range).
+    public func decodeMemory(_ address: UInt64) -> (device: IvshmemDevice, bar: Int, offset: UInt64)? {
+        for (_, d) in devices {
+            // No BAR2: the shared memory sits at the Base Address regardless of Command (SHM-BAR-3).
+            if !d.profile.sharedMemoryInBAR2 {
+                let base = d.configuration.baseAddress
+                if address >= base, address - base < d.layout.geometry.totalSize {
+                    return (d, 2, address - base)
+                }
+            }
+            guard d.memoryDecodeEnabled else { continue }
+            for bar in d.layout.bars where bar.kind != .io {
+                guard let base = d.programmedAddress(bar: bar.index), base != 0 else { continue }
+                if address >= base, address - base < bar.size { return (d, bar.index, address - base) }
+            }
+        }
+        return nil
+    }
+
+    private func ecamTarget(_ address: UInt64) -> (BDF, Int)? {
+        guard address >= ecamBase, address - ecamBase < Self.ecamSize else { return nil }
+        let rel = address - ecamBase
+        guard let bdf = try? BDF(bus: UInt8(rel >> 20 & 0xFF), device: UInt8(rel >> 15 & 0x1F), function: UInt8(rel >> 12 & 0x7)) else { return nil }
+        return (bdf, Int(rel & 0xFFF))
+    }
+
+    // MARK: I/O space
+
+    /// Port reads: 0xCF8 (config address), 0xCFC–0xCFF (config data), then I/O BARs.
+    public func ioRead(_ port: UInt16, size: Int) -> UInt32 {
+        if port == 0xCF8 && size == 4 { return state.withLock { $0.cf8 } }
+        if (0xCFC...0xCFF).contains(port) {
+            guard let (bdf, off) = cf8Target(port: port) else { return UInt32(Self.ones(size)) }
+            return configRead(bdf, offset: off, size: size)
+        }
+        guard let hit = decodeIO(port) else { return UInt32(Self.ones(size)) }
+        return UInt32(truncatingIfNeeded: hit.device.barRead(hit.bar, offset: hit.offset, size: size))
+    }
+
+    public func ioWrite(_ port: UInt16, size: Int, value: UInt32) {
+        if port == 0xCF8 && size == 4 {
+            state.withLock { $0.cf8 = value & 0x80FF_FFFC }
+            return
+        }
+        if (0xCFC...0xCFF).contains(port) {
+            if let (bdf, off) = cf8Target(port: port) { configWrite(bdf, offset: off, size: size, value: value) }
+            return
+        }
+        guard let hit = decodeIO(port) else { return }
+        hit.device.barWrite(hit.bar, offset: hit.offset, size: size, value: UInt64(value))
+    }
+
+    public func decodeIO(_ port: UInt16) -> (device: IvshmemDevice, bar: Int, offset: UInt64)? {
+        for (_, d) in devices where d.ioDecodeEnabled {
+            for bar in d.layout.bars where bar.kind == .io {
+                guard let base = d.programmedAddress(bar: bar.index), base != 0 else { continue }
+                let p = UInt64(port)
+                if p >= base, p - base < bar.size { return (d, bar.index, p - base) }
+            }
+        }
+        return nil
+    }
+
+    private func cf8Target(port: UInt16) -> (BDF, Int)? {
+        let a = state.withLock { $0.cf8 }
+        guard a & 0x8000_0000 != 0 else { return nil }
+        guard let bdf = try? BDF(bus: UInt8(a >> 16 & 0xFF), device: UInt8(a >> 11 & 0x1F), function: UInt8(a >> 8 & 0x7)) else { return nil }
+        return (bdf, Int(a & 0xFC) + Int(port - 0xCFC))
+    }
+
+    static func ones(_ size: Int) -> UInt64 { size >= 8 ? .max : (1 << UInt64(size * 8)) - 1 }
+
+    // MARK: InterruptSink
+
+    public func msixMessage(from device: IvshmemDevice, vector: Int, address: UInt64, data: UInt32) {
+        guard let bdf = self.address(of: device) else { return }
+        interrupts.append(source: bdf, kind: .msix(vector: vector, address: address, data: data))
+    }
+
+    public func intxEdge(from device: IvshmemDevice, pin: UInt8) {
+        guard let bdf = address(of: device) else { return }
+        interrupts.append(source: bdf, kind: .intx(pin: pin))
+    }
+}

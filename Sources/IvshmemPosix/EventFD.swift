@@ -1,0 +1,63 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CIvshmemShim
+
+/// An eventfd: a 64-bit counter in the kernel that one side adds to and the other side reads
+/// (and so resets). ivshmem uses one per peer and vector as a doorbell.
+///
+/// Writes accumulate (two signals of 3 read back as 6). The reference server creates them
+/// non-blocking, and that flag is shared by every process holding the descriptor, so
+/// ``consume()`` polls before it reads and never blocks, whatever the flag says.
+public struct EventFD: Hashable, Sendable {
+    public let fd: FileDescriptor
+
+    /// Adopts an eventfd received from elsewhere (e.g. an EVENT_FD message).
+    public init(fd: FileDescriptor) { self.fd = fd }
+
+    /// `eventfd(2)` with `EFD_CLOEXEC`.
+    /// - Parameters:
+    ///   - nonBlocking: `EFD_NONBLOCK` (what the reference server uses for peers' eventfds).
+    ///   - semaphore: `EFD_SEMAPHORE`: each read returns 1 and decrements by 1.
+    public static func create(initialValue: UInt32 = 0, nonBlocking: Bool = true, semaphore: Bool = false) throws -> EventFD {
+        var flags = Int32(EFD_CLOEXEC)
+        if nonBlocking { flags |= Int32(EFD_NONBLOCK) }
+        if semaphore { flags |= Int32(EFD_SEMAPHORE) }
+        let fd = try retryingSystemCall("eventfd") { ivs_eventfd(initialValue, flags) }
+        return EventFD(fd: FileDescriptor(rawValue: fd))
+    }
+
+    /// Adds `n` to the counter, waking whoever waits on it.
+    public func signal(_ n: UInt64 = 1) throws {
+        var value = n
+        _ = try retryingSystemCall("write(eventfd)", detail: fd.description) {
+            Glibc.write(fd.rawValue, &value, MemoryLayout<UInt64>.size)
+        }
+    }
+
+    /// Reads and resets the counter; nil when nothing is pending. Never blocks: it polls
+    /// first, and treats `EAGAIN` (another reader was faster) as nothing pending.
+    public func consume() throws -> UInt64? {
+        guard try fd.waitReadable(timeoutMilliseconds: 0) else { return nil }
+        var value: UInt64 = 0
+        do {
+            _ = try retryingSystemCall("read(eventfd)", detail: fd.description) {
+                Glibc.read(fd.rawValue, &value, MemoryLayout<UInt64>.size)
+            }
+        } catch let error as SystemCallError where error.errno == .wouldBlock {
+            return nil
+        }
+        return value
+    }
+
+    /// Waits until the counter is non-zero, at most `timeoutMilliseconds` (-1: forever),
+    /// without consuming it. Returns whether it is.
+    public func wait(timeoutMilliseconds: Int32) throws -> Bool {
+        try fd.waitReadable(timeoutMilliseconds: timeoutMilliseconds)
+    }
+
+    /// Closes the descriptor.
+    public func close() {
+        fd.closeQuietly()
+    }
+}

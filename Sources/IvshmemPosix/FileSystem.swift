@@ -1,0 +1,79 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Path operations the server and tools need (unlinking a socket, writing a pid file), so
+/// that no other module calls the C library directly.
+public enum FileSystem {
+    /// `lstat(2)`: what is at `path`, without following a symbolic link; nil when nothing is.
+    public static func status(ofPath path: String) throws -> FileStatus? {
+        var st = stat()
+        do {
+            _ = try retryingSystemCall("lstat", detail: path) { lstat(path, &st) }
+        } catch let error as SystemCallError where error.errno == .noEntry {
+            return nil
+        }
+        return FileStatus(st)
+    }
+
+    /// `unlink(2)`.
+    public static func unlink(_ path: String) throws {
+        _ = try retryingSystemCall("unlink", detail: path) { Glibc.unlink(path) }
+    }
+
+    /// `unlink(2)`, where a missing file is fine.
+    public static func unlinkIfPresent(_ path: String) throws {
+        do { try unlink(path) } catch let error as SystemCallError where error.errno == .noEntry {}
+    }
+
+    /// `chmod(2)`.
+    public static func changeMode(_ path: String, to mode: mode_t) throws {
+        _ = try retryingSystemCall("chmod", detail: "\(path), 0\(String(mode, radix: 8))") { chmod(path, mode) }
+    }
+
+    /// Writes `bytes` to `path` (created with `mode`, truncated if present).
+    public static func writeFile(_ path: String, bytes: [UInt8], mode: mode_t = 0o644) throws {
+        let fd = try FileDescriptor.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: mode)
+        try fd.closeAfter { try fd.writeAll(bytes) }
+    }
+
+    /// Reads the whole file at `path`.
+    public static func readFile(_ path: String) throws -> [UInt8] {
+        let fd = try FileDescriptor.open(path, flags: O_RDONLY)
+        return try fd.closeAfter { try fd.readAll() }
+    }
+
+    /// `mkdtemp(3)`: creates a new private directory from a template ending in `XXXXXX`.
+    public static func makeTemporaryDirectory(template: String) throws -> String {
+        var bytes = Array(template.utf8CString)
+        _ = try checkedPointer("mkdtemp", detail: template, failure: { $0 == nil }) {
+            bytes.withUnsafeMutableBufferPointer { buffer in buffer.baseAddress.flatMap { mkdtemp($0) } }
+        }
+        return cString(bytes)
+    }
+
+    /// Removes a directory and what is directly inside it (a test's scratch directory).
+    public static func removeDirectoryTree(_ path: String) {
+        if let dir = opendir(path) {
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw -> String in
+                    String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+                }
+                if name == "." || name == ".." { continue }
+                let child = path + "/" + name
+                if let st = try? status(ofPath: child), st.isDirectory {
+                    removeDirectoryTree(child)
+                } else {
+                    _ = Glibc.unlink(child)
+                }
+            }
+            closedir(dir)
+        }
+        _ = rmdir(path)
+    }
+}
+
+/// The text of a NUL-terminated C character array.
+func cString(_ chars: [CChar]) -> String {
+    String(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}

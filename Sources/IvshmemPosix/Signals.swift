@@ -1,0 +1,33 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CIvshmemShim
+
+/// Process-wide signal set-up for a server: these change process state, so only a program's
+/// entry point (the CLI), never an embedded library user, should call them.
+public enum Signals {
+    /// Clears the signal mask a parent may have left blocked (a test runner's thread passes
+    /// its mask to children, with SIGTERM blocked).
+    public static func unblockAll() throws {
+        _ = try retryingSystemCall("sigprocmask(SIG_SETMASK, {})") { ivs_unblock_all_signals() }
+    }
+
+    /// Ignores SIGPIPE, so that writing to a closed socket is an EPIPE error, not death.
+    public static func ignoreBrokenPipe() throws {
+        _ = try retryingSystemCall("sigaction(SIGPIPE, SIG_IGN)") { ivs_ignore_sigpipe() }
+    }
+
+    /// Installs a handler for SIGTERM, SIGINT and SIGHUP that sets a flag and signals `wake`,
+    /// so that an event loop waiting on `wake` returns and shuts down in order.
+    public static func installTerminationHandler(wake: EventFD) throws {
+        _ = try retryingSystemCall("sigaction(SIGTERM/SIGINT/SIGHUP)") { ivs_install_termination_handler(wake.fd.rawValue) }
+    }
+
+    /// Whether a termination signal arrived since ``installTerminationHandler(wake:)``.
+    public static var terminationRequested: Bool { ivs_termination_requested() != 0 }
+
+    /// Restores the default disposition of SIGTERM, SIGINT, SIGHUP and SIGPIPE.
+    public static func restoreDefaults() throws {
+        _ = try retryingSystemCall("sigaction(SIG_DFL)") { ivs_restore_default_signals() }
+    }
+}

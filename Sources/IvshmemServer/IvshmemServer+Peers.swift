@@ -1,0 +1,172 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import IvshmemPosix
+import IvshmemWire
+import Logging
+
+/// Joining and leaving: the reference server's sequences, message for message.
+extension IvshmemServer {
+    /// Accepts every pending connection (a bounded number per wake-up, so that departures
+    /// and sends are not starved).
+    func acceptPending() {
+        for _ in 0..<64 {
+            let socket: FileDescriptor
+            do {
+                guard let accepted = try UnixSocket.accept(listener, nonBlocking: true) else { return }
+                socket = accepted
+            } catch let error as SystemCallError where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
+                refuseAtDescriptorLimit(error)
+                return
+            } catch {
+                logger.error("accept failed", metadata: ["error": "\(error)"])
+                return
+            }
+            admit(socket)
+        }
+    }
+
+    /// At the descriptor limit a pending connection would keep the listener readable forever:
+    /// free the spare descriptor, accept and close the connection, take the spare back.
+    private func refuseAtDescriptorLimit(_ error: SystemCallError) {
+        logger.error("cannot accept a connection: out of file descriptors; refusing it", metadata: ["error": "\(error)"])
+        count(refused: 1)
+        spareDescriptor?.closeQuietly()
+        spareDescriptor = nil
+        if let socket = try? UnixSocket.accept(listener, nonBlocking: true) { socket.closeQuietly() }
+        spareDescriptor = try? FileDescriptor.open("/dev/null", flags: O_RDONLY)
+    }
+
+    /// The connect sequence (WIRE-SEQ-1 … WIRE-SEQ-5) for a newly accepted socket.
+    private func admit(_ socket: FileDescriptor) {
+        // SRV-ID-2: no free id: close without sending anything, keep serving the others.
+        guard let id = ids.allocate() else {
+            logger.warning("refusing connection: all peer ids are taken", metadata: ["maxPeers": "\(configuration.maxPeers)"])
+            socket.closeQuietly()
+            count(refused: 1)
+            return
+        }
+        // One non-blocking eventfd per vector, as the reference creates them.
+        var eventFDs: [OwnedDescriptor] = []
+        do {
+            for _ in 0..<configuration.vectors {
+                eventFDs.append(OwnedDescriptor(try EventFD.create(nonBlocking: true).fd))
+            }
+        } catch {
+            logger.error("refusing connection: cannot create eventfds", metadata: ["id": "\(id)", "error": "\(error)"])
+            eventFDs.removeAll()
+            socket.closeQuietly()
+            ids.release(id)
+            count(refused: 1)
+            return
+        }
+        let serial = nextSerial
+        nextSerial += 1
+        let newcomer = Peer(id: id, serial: serial, socket: socket, eventFDs: eventFDs)
+        do {
+            try epoll.add(socket, events: [.readable, .readHangUp], token: serial)
+        } catch {
+            logger.error("refusing connection: cannot watch its socket", metadata: ["id": "\(id)", "error": "\(error)"])
+            socket.closeQuietly()
+            ids.release(id)
+            count(refused: 1)
+            return
+        }
+        peersBySerial[serial] = newcomer
+        count(accepted: 1)
+        logger.debug("peer connected", metadata: ["id": "\(id)", "fd": "\(socket.rawValue)"])
+
+        // 1. INIT to the newcomer, with the shared memory (SRV-INIT-1, SRV-VIRTIO-1).
+        let info = InitialInfo(
+            id: id,
+            maxPeers: UInt32(configuration.maxPeers),
+            vectors: UInt32(configuration.vectors),
+            protocol: configuration.advertisedProtocol(forPeer: id),
+            outputSectionSize: configuration.outputSectionSize)
+        enqueue(.initial(info), attachment: sharedMemory.descriptor, to: newcomer)
+        // 2. The newcomer's eventfds to every existing peer, in connection order.
+        for other in peers {
+            for (vector, fd) in newcomer.eventFDs.enumerated() {
+                enqueue(.eventFD(id: id, vector: UInt32(vector)), attachment: fd, to: other)
+            }
+        }
+        // 3. Every existing peer's eventfds to the newcomer.
+        for other in peers {
+            for (vector, fd) in other.eventFDs.enumerated() {
+                enqueue(.eventFD(id: other.id, vector: UInt32(vector)), attachment: fd, to: newcomer)
+            }
+        }
+        // 4. The newcomer's own eventfds.
+        for (vector, fd) in newcomer.eventFDs.enumerated() {
+            enqueue(.eventFD(id: id, vector: UInt32(vector)), attachment: fd, to: newcomer)
+        }
+        // 5. The newcomer joins the end of the connection order.
+        peers.append(newcomer)
+        logger.info("peer joined", metadata: ["id": "\(id)", "peers": "\(peers.count)"])
+    }
+
+    /// Queues a message; a peer whose queue passes the limit is dropped (SRV-IO-1).
+    func enqueue(_ message: WireMessage, attachment: OwnedDescriptor?, to peer: Peer) {
+        guard !peer.departing else { return }
+        if peer.queue.count >= configuration.effectiveQueueLimit {
+            if !departures.contains(where: { $0.0 === peer }) {
+                departures.append((peer, "outgoing queue reached \(configuration.effectiveQueueLimit) messages (peer does not read)"))
+            }
+            return
+        }
+        let wasEmpty = peer.queue.isEmpty
+        peer.queue.append(OutgoingMessage(message, attachment: attachment))
+        if wasEmpty && !peer.watchingWritable { dirty.append(peer) }
+    }
+
+    /// Sends what the peer's socket takes now (SRV-IO-1, SRV-IO-2); watches writability while
+    /// anything is left; a failed send makes the peer depart (SRV-IO-3).
+    func flush(_ peer: Peer) {
+        let logger = self.logger
+        let result = peer.queue.flush(to: peer.socket) { item in
+            logger.debug("sent", metadata: ["to": "\(peer.id)", "message": "\(item.message)", "fds": "\(item.attachment == nil ? 0 : 1)"])
+        }
+        switch result {
+        case .drained:
+            setWatchWritable(peer, false)
+        case .wouldBlock:
+            setWatchWritable(peer, true)
+        case .descriptorsInFlight:
+            logger.debug("too many descriptors in flight; retrying", metadata: ["to": "\(peer.id)"])
+            retryLater.append(peer)
+        case .failed(let error):
+            departures.append((peer, "send failed: \(error)"))
+        }
+    }
+
+    private func setWatchWritable(_ peer: Peer, _ on: Bool) {
+        guard peer.watchingWritable != on else { return }
+        let events: Epoll.Events = on ? [.readable, .readHangUp, .writable] : [.readable, .readHangUp]
+        do {
+            try epoll.modify(peer.socket, events: events, token: peer.serial)
+            peer.watchingWritable = on
+        } catch {
+            departures.append((peer, "cannot watch its socket: \(error)"))
+        }
+    }
+
+    /// The departure sequence: close the socket, zero the State Table entry (SRV-GONE-2),
+    /// then PEER_GONE to every remaining peer in connection order (SRV-GONE-3), then release
+    /// the eventfds and the id (SRV-GONE-4).
+    func free(_ peer: Peer, reason: String) {
+        guard !peer.departing else { return }
+        peer.departing = true
+        peer.queue.removeAll()
+        peer.socket.closeQuietly()  // also removes it from epoll
+        peersBySerial[peer.serial] = nil
+        if let index = peers.firstIndex(where: { $0 === peer }) { peers.remove(at: index) }
+        sharedMemory.clearState(ofPeer: peer.id)
+        for other in peers {
+            enqueue(.peerGone(id: peer.id), attachment: nil, to: other)
+        }
+        peer.eventFDs.removeAll()  // closed once no queued message carries them
+        ids.release(peer.id)
+        count(departed: 1)
+        logger.info("peer left", metadata: ["id": "\(peer.id)", "reason": "\(reason)", "peers": "\(peers.count)"])
+    }
+}

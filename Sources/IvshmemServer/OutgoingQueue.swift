@@ -1,0 +1,79 @@
+import IvshmemPosix
+import IvshmemWire
+
+/// One message waiting to be sent, with the descriptor it carries.
+struct OutgoingMessage {
+    let message: WireMessage
+    let bytes: [UInt8]
+    let attachment: OwnedDescriptor?
+
+    init(_ message: WireMessage, attachment: OwnedDescriptor?) {
+        self.message = message
+        self.bytes = message.encode()
+        self.attachment = attachment
+    }
+}
+
+/// A peer's messages in the order they were queued (SRV-IO-2), sent without blocking
+/// (SRV-IO-1). A stream socket may take part of a message: its descriptor goes with the
+/// first byte, and the rest follows later without it.
+struct OutgoingQueue {
+    private var messages: [OutgoingMessage?] = []
+    private var head = 0
+    /// Bytes of the head message already sent (its descriptor went with the first of them).
+    private var headOffset = 0
+
+    var count: Int { messages.count - head }
+    var isEmpty: Bool { count == 0 }
+
+    mutating func append(_ message: OutgoingMessage) {
+        messages.append(message)
+    }
+
+    /// What stopped a flush.
+    enum FlushResult {
+        /// Everything was sent.
+        case drained
+        /// The socket buffer is full: wait until it is writable.
+        case wouldBlock
+        /// Too many descriptors in flight for this user (ETOOMANYREFS): try again later.
+        case descriptorsInFlight
+        /// The peer is gone or the socket failed.
+        case failed(SystemCallError)
+    }
+
+    /// Sends as much as the socket takes. `sent` is called for each message fully sent.
+    mutating func flush(to socket: FileDescriptor, sent: (OutgoingMessage) -> Void) -> FlushResult {
+        while head < messages.count {
+            guard let item = messages[head] else { head += 1; headOffset = 0; continue }
+            do {
+                let remaining = headOffset == 0 ? item.bytes : Array(item.bytes[headOffset...])
+                let fds = headOffset == 0 ? (item.attachment.map { [$0.fd] } ?? []) : []
+                let n = try UnixSocket.sendMessage(on: socket, bytes: remaining, fds: fds)
+                headOffset += n
+                if headOffset >= item.bytes.count {
+                    sent(item)
+                    messages[head] = nil  // release the descriptor now
+                    head += 1
+                    headOffset = 0
+                }
+            } catch let error as SystemCallError {
+                if error.errno == .wouldBlock { return .wouldBlock }
+                if error.errno == .tooManyReferences { return .descriptorsInFlight }
+                return .failed(error)
+            } catch {
+                return .failed(SystemCallError(call: "sendmsg", errno: .invalidArgument, detail: "\(error)"))
+            }
+        }
+        messages.removeAll(keepingCapacity: messages.count <= 1024)
+        head = 0
+        return .drained
+    }
+
+    /// Drops everything (the peer left); descriptors are released with the messages.
+    mutating func removeAll() {
+        messages.removeAll()
+        head = 0
+        headOffset = 0
+    }
+}

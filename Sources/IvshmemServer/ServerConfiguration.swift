@@ -1,0 +1,142 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import IvshmemSpec
+import IvshmemWire
+
+/// Where the server's shared memory lives.
+public enum SharedMemoryBacking: Equatable, Sendable, CustomStringConvertible {
+    /// An anonymous memfd: nothing to clean up (our default when neither `-M` nor `-m` is given).
+    case memfd
+    /// A POSIX shared-memory object by name (`-M`), unlinked when the server stops.
+    case posix(name: String)
+    /// A file created and unlinked at once in a directory, e.g. a hugetlbfs mount (`-m`,
+    /// SRV-SHM-4).
+    case directory(path: String)
+
+    public var description: String {
+        switch self {
+        case .memfd: return "memfd"
+        case .posix(let name): return "POSIX shared memory '\(name)'"
+        case .directory(let path): return "file in '\(path)'"
+        }
+    }
+}
+
+/// Everything the server is started with (spec §12). Defaults are the reference server's
+/// (SRV-CFG-1), except the backing: an anonymous memfd rather than the shm object `ivshmem`.
+public struct ServerConfiguration: Equatable, Sendable {
+    public static let defaultSocketPath = "/tmp/ivshmem_socket"
+    public static let defaultSize: UInt64 = 4 * 1024 * 1024
+
+    /// The UNIX socket the server listens on (`-S`).
+    public var socketPath: String = ServerConfiguration.defaultSocketPath
+    /// The shared memory's backing (`-M`, `-m`, `--memfd`).
+    public var backing: SharedMemoryBacking = .memfd
+    /// The shared memory's size in bytes (`-l`).
+    public var size: UInt64 = ServerConfiguration.defaultSize
+    /// Each peer's output section size in bytes (`-o`).
+    public var outputSectionSize: UInt64 = 0
+    /// How many peers may be connected at once (`-n`).
+    public var maxPeers: UInt64 = 2
+    /// Interrupt vectors (eventfds) per peer (`-V`).
+    public var vectors: UInt64 = 1
+    /// The protocol number advertised (`-P`); ≥ 0x8000 is virtio (SRV-VIRTIO-1).
+    public var protocolValue: UInt64 = 0
+    /// Permissions of the socket file and of a named or file-backed shared memory (SRV-SHM-3).
+    public var mode: mode_t = 0o600
+    /// Listen backlog.
+    public var backlog: Int32 = 128
+    /// Messages a peer may have waiting before it is dropped as one that never reads
+    /// (SRV-IO-1). Nil: ``defaultQueueLimit``.
+    public var queueLimit: Int? = nil
+
+    public init() {}
+
+    /// The queue limit in force: the set-up burst a newcomer gets (INIT and every peer's
+    /// eventfds) plus 65536 further messages, so only a peer that stopped reading for a
+    /// long time reaches it.
+    public var effectiveQueueLimit: Int {
+        if let queueLimit { return queueLimit }
+        let (burst, overflow) = maxPeers.multipliedReportingOverflow(by: max(vectors, 1))
+        return overflow ? Int.max : Int(min(burst, UInt64(Int.max / 2))) + 1 + 65536
+    }
+
+    /// Whether the protocol is a virtio one (SRV-VIRTIO-1).
+    public var isVirtio: Bool { protocolValue >= UInt64(WireConstants.virtioProtocolBase) }
+
+    /// The protocol field peer `id` is sent in INIT: for virtio, bit 0x4000 set for peer 0
+    /// (the back-end) and cleared for every other peer (SRV-VIRTIO-1); otherwise unchanged.
+    public func advertisedProtocol(forPeer id: UInt32) -> UInt32 {
+        let value = UInt32(truncatingIfNeeded: protocolValue)
+        guard isVirtio else { return value }
+        let frontEnd = value & ~WireConstants.virtioBackendBit
+        return id == 0 ? frontEnd | WireConstants.virtioBackendBit : frontEnd
+    }
+
+    /// Checks every option up front (SRV-CFG-2, SRV-CFG-3, SRV-VIRTIO-2) and returns the
+    /// layout the devices will derive. Each error names the option.
+    public func validate() throws(ConfigurationError) -> SharedMemoryGeometry {
+        let page = SharedMemoryGeometry.pageSize
+        guard !socketPath.isEmpty else {
+            throw ConfigurationError(option: "-S/--socket", message: "the socket path is empty")
+        }
+        switch backing {
+        case .memfd: break
+        case .posix(let name):
+            let bare = name.hasPrefix("/") ? String(name.dropFirst()) : name
+            guard !bare.isEmpty, !bare.contains("/") else {
+                throw ConfigurationError(option: "-M/--shm-name", message: "'\(name)' is not a POSIX shared-memory name (one path component, like 'ivshmem')")
+            }
+        case .directory(let path):
+            guard !path.isEmpty else {
+                throw ConfigurationError(option: "-m/--shm-dir", message: "the directory is empty")
+            }
+        }
+        guard (SharedMemoryGeometry.minPeers...SharedMemoryGeometry.maxPeers).contains(maxPeers) else {
+            throw ConfigurationError(option: "-n/--max-peers", message: "max peers must be between \(SharedMemoryGeometry.minPeers) and \(SharedMemoryGeometry.maxPeers), got \(maxPeers)")
+        }
+        guard (UInt64(WireConstants.vectorRange.lowerBound)...UInt64(WireConstants.vectorRange.upperBound)).contains(vectors) else {
+            throw ConfigurationError(option: "-V/--vectors", message: "vectors must be between \(WireConstants.vectorRange.lowerBound) and \(WireConstants.vectorRange.upperBound), got \(vectors)")
+        }
+        guard protocolValue <= 0xFFFF else {
+            throw ConfigurationError(option: "-P/--protocol", message: "the protocol is a 16-bit number (at most 0xffff), got 0x\(String(protocolValue, radix: 16))")
+        }
+        if isVirtio && maxPeers > 2 {
+            throw ConfigurationError(option: "-P/--protocol", message: "virtio protocols (0x8000…0xffff) support only 2 peers (peer 0 back-end, peer 1 front-end), but max peers is \(maxPeers) (-n)")
+        }
+        guard size > 0, size % page == 0 else {
+            throw ConfigurationError(option: "-l/--size", message: "the shared-memory size must be a positive multiple of the \(page)-byte page size, got \(size)")
+        }
+        guard size <= UInt64(Int.max) else {
+            throw ConfigurationError(option: "-l/--size", message: "the shared-memory size \(size) is too large")
+        }
+        guard outputSectionSize % page == 0 else {
+            throw ConfigurationError(option: "-o/--output-section-size", message: "the output section size must be a multiple of the \(page)-byte page size, got \(outputSectionSize)")
+        }
+        guard mode & ~0o777 == 0 else {
+            throw ConfigurationError(option: "--mode", message: "the mode must be permission bits (at most 0777), got 0\(String(mode, radix: 8))")
+        }
+        do {
+            return try SharedMemoryGeometry(totalSize: size, maxPeers: maxPeers, outputSectionSize: outputSectionSize)
+        } catch let error as GeometryError {
+            throw ConfigurationError(option: "-l/--size", message: "\(error.message) (-l \(size), -n \(maxPeers), -o \(outputSectionSize))")
+        } catch {
+            throw ConfigurationError(option: "-l/--size", message: "\(error)")
+        }
+    }
+}
+
+/// An option value the server refuses, naming the option.
+public struct ConfigurationError: Error, Equatable, CustomStringConvertible, Sendable {
+    /// The option as the user typed it, e.g. `-n/--max-peers`.
+    public var option: String
+    public var message: String
+
+    public init(option: String, message: String) {
+        self.option = option
+        self.message = message
+    }
+
+    public var description: String { "\(option): \(message)" }
+}

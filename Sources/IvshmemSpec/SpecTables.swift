@@ -1,0 +1,149 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The whole machine-readable spec: the tables under `spec/tables/`. The device model is built
+/// from a value of this type, so editing the tables changes the model.
+public struct SpecTables: Sendable, Equatable {
+    public var header: [RegisterField]
+    public var vendorCapability: [RegisterField]
+    public var vendorCapabilityID: UInt8
+    public var msixCapability: [RegisterField]
+    public var msixCapabilityID: UInt8
+    public var msixTableEntry: [RegisterField]
+    public var pbaRequirement: String
+    public var bar0: [RegisterField]
+    public var bar0Size: SpecValue
+    public var sections: [SharedMemorySectionSpec]
+    public var pageSize: UInt64
+    public var profiles: [String: ProfileSpec]
+
+    /// The file names a spec directory must hold, in the order they are read.
+    public static let fileNames = [
+        "config-header.json", "vendor-capability.json", "msix.json", "bar0.json",
+        "shared-memory.json", "profiles.json",
+    ]
+
+    /// The tables compiled into the library (generated from `spec/tables/` by `make`).
+    public static let builtIn: SpecTables = {
+        do { return try SpecTables(files: EmbeddedTables.files) } catch {
+            preconditionFailure("built-in spec tables do not parse: \(error)")
+        }
+    }()
+
+    /// Parses the tables from file contents keyed by file name.
+    public init(files: [String: String]) throws {
+        func data(_ name: String) throws -> Data {
+            guard let text = files[name] else { throw SpecError.missingFile(name) }
+            return Data(text.utf8)
+        }
+        func decode<T: Decodable>(_ type: T.Type, _ name: String) throws -> T {
+            do { return try JSONDecoder().decode(type, from: try data(name)) } catch let e as SpecError {
+                throw e
+            } catch {
+                throw SpecError.malformed(file: name, detail: "\(error)")
+            }
+        }
+        let h = try decode(FieldList.self, "config-header.json")
+        let v = try decode(CapabilityFile.self, "vendor-capability.json")
+        let m = try decode(MSIXFile.self, "msix.json")
+        let b = try decode(BAR0File.self, "bar0.json")
+        let s = try decode(SharedMemoryFile.self, "shared-memory.json")
+        let p = try decode(ProfilesFile.self, "profiles.json")
+        header = h.fields
+        vendorCapability = v.fields
+        vendorCapabilityID = try Self.byte(v.capabilityID, "vendor-capability.json", "capabilityID")
+        msixCapability = m.capability
+        msixCapabilityID = try Self.byte(m.capabilityID, "msix.json", "capabilityID")
+        msixTableEntry = m.tableEntry
+        pbaRequirement = m.pba.req
+        bar0 = b.registers
+        bar0Size = try SpecValue(text: b.size, field: "bar0", key: "size")
+        sections = s.sections
+        guard let ps = SpecValue.parseNumber(s.pageSize), ps > 0, ps & (ps - 1) == 0 else {
+            throw SpecError.invalidValue(field: "shared-memory", key: "pageSize", text: s.pageSize)
+        }
+        pageSize = ps
+        profiles = p.profiles
+        guard profiles["spec"] != nil else { throw SpecError.malformed(file: "profiles.json", detail: "no 'spec' profile") }
+    }
+
+    /// Reads the tables from a directory (e.g. a modified copy of `spec/tables`).
+    public init(directory: String) throws {
+        var files: [String: String] = [:]
+        for name in Self.fileNames {
+            let path = directory + "/" + name
+            guard let d = FileManager.default.contents(atPath: path), let text = String(data: d, encoding: .utf8) else {
+                throw SpecError.missingFile(path)
+            }
+            files[name] = text
+        }
+        try self.init(files: files)
+    }
+
+    /// Every requirement ID the tables cite.
+    public var citedRequirements: Set<String> {
+        var ids = Set<String>()
+        for f in header + vendorCapability + msixCapability + msixTableEntry + bar0 { ids.insert(f.requirement) }
+        for s in sections { ids.insert(s.req) }
+        ids.insert(pbaRequirement)
+        return ids
+    }
+
+    private static func byte(_ text: String, _ file: String, _ key: String) throws -> UInt8 {
+        guard let v = SpecValue.parseNumber(text), v <= 0xFF else {
+            throw SpecError.invalidValue(field: file, key: key, text: text)
+        }
+        return UInt8(v)
+    }
+}
+
+/// One shared-memory section: its size and the rights peers have on it.
+public struct SharedMemorySectionSpec: Sendable, Equatable, Codable {
+    public var name: String
+    public var size: String
+    public var perPeer: Bool
+    public var owner: String?
+    public var others: String
+    public var req: String
+}
+
+/// One behaviour profile (`spec`, `jailhouse`, `qemu-rfc`) as declared in `profiles.json`.
+public struct ProfileSpec: Sendable, Equatable, Codable {
+    public struct CapabilityPlacement: Sendable, Equatable, Codable {
+        public var kind: String
+        public var offset: String
+    }
+    public var description: String
+    public var capabilities: [CapabilityPlacement]
+    public var sharedMemory: String
+    public var maxVectors: Int
+    public var doorbellVectorMask: String
+    public var bar0WriteAliasMask: String
+    public var maskedEvents: String
+    public var oneShotSurvivesReset: Bool
+    public var outputSectionsOverStateTableWhenRWEmpty: Bool
+    public var subsystemVendorID: String
+    public var subsystemID: String
+    /// Whether INTx mode and an I/O register region may be configured (DEV-CFG-7).
+    public var intx: Bool
+    public var ioRegisters: Bool
+    /// A fixed BAR1 layout (Jailhouse); absent: PBA at max(800h, 16·V), BAR1 a power of two.
+    public var msixPBAOffset: String?
+    public var msixBARSize: String?
+}
+
+private struct FieldList: Decodable { var fields: [RegisterField] }
+private struct CapabilityFile: Decodable { var capabilityID: String; var fields: [RegisterField] }
+private struct MSIXFile: Decodable {
+    struct PBA: Decodable { var req: String }
+    var capabilityID: String
+    var capability: [RegisterField]
+    var tableEntry: [RegisterField]
+    var pba: PBA
+}
+private struct BAR0File: Decodable { var size: String; var registers: [RegisterField] }
+private struct SharedMemoryFile: Decodable { var pageSize: String; var sections: [SharedMemorySectionSpec] }
+private struct ProfilesFile: Decodable { var profiles: [String: ProfileSpec] }

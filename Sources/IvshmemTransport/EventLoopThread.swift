@@ -1,0 +1,23 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A dedicated OS thread running one closure: the attached device's event loop. A thread of its
+/// own (not a dispatch queue) keeps the wake-up path short: epoll → eventfd read → model.
+final class EventLoopThread: @unchecked Sendable {
+    private var thread = pthread_t()
+    private let body: @Sendable () -> Void
+
+    init(name: String, _ body: @escaping @Sendable () -> Void) {
+        self.body = body
+        let box = Unmanaged.passRetained(self)
+        pthread_create(&thread, nil, { arg in
+            let me = Unmanaged<EventLoopThread>.fromOpaque(arg!).takeRetainedValue()
+            me.body()
+            return nil
+        }, box.toOpaque())
+    }
+
+    func join() { pthread_join(thread, nil) }
+    var isCurrent: Bool { pthread_equal(pthread_self(), thread) != 0 }
+}

@@ -1,0 +1,98 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import IvshmemPosix
+
+/// `ivshmem2 demo` (the README's run command): our server and two emulated peers as separate
+/// processes find each other, exchange state changes and doorbells both ways, and one leaves.
+struct DemoCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo",
+        abstract: "Run a server and two peer processes through a short conversation and print the transcript.")
+
+    @Option(help: "Seconds to wait for each expected event.") var timeout: Double = 10
+
+    func run() throws {
+        try Signals.ignoreBrokenPipe()
+        let dir = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-demo.XXXXXX")
+        defer { FileSystem.removeDirectoryTree(dir) }
+        let sock = dir + "/ivshmem.sock"
+        let say: (String, String) -> Void = { who, line in writeStdout("[\(who)] \(line)\n") }
+        writeStdout("== ivshmem2 demo: server + 2 peers, 2 vectors, 1 MiB shared memory\n")
+
+        let server = try ChildProcess(name: "server", arguments: ["server", "-F", "-S", sock, "-l", "1M", "-n", "2", "-V", "2", "-o", "64K", "-P", "0x4001"], echo: say)
+        var children = [server]
+        defer { for c in children.reversed() { _ = try? c.finish(timeout: 5) } }
+        try waitForSocket(sock, server: server)
+
+        section(children, "A joins\n")
+        let a = try ChildProcess(name: "A", arguments: ["peer", "--quiet", "-S", sock], echo: say)
+        children.append(a)
+        try a.expect("ready: id 0", timeout: timeout)
+
+        section(children, "B joins; A sees it\n")
+        let b = try ChildProcess(name: "B", arguments: ["peer", "--quiet", "-S", sock], echo: say)
+        children.append(b)
+        try b.expect("ready: id 1", timeout: timeout)
+        try b.expect("joined: peer 0", timeout: timeout)
+        try a.expect("joined: peer 1", timeout: timeout)
+
+        section(children, "A sets its state to 1: B gets vector 0 and reads the state table\n")
+        try a.send("state 1")
+        try a.expect("ok: state", timeout: timeout)
+        try b.expect("irq: vector 0", timeout: timeout)
+        try b.send("dump")
+        try b.expect("state-table: peer 0 0x1 active", timeout: timeout)
+
+        section(children, "B sets its state to 2: A gets vector 0\n")
+        try b.send("state 2")
+        try a.expect("irq: vector 0", timeout: timeout)
+
+        section(children, "doorbells both ways on vector 1; shared memory\n")
+        try a.send("shm-write 0x1000 hello from A")
+        try a.expect("ok: wrote", timeout: timeout)
+        try a.send("int 1 1")
+        try b.expect("irq: vector 1", timeout: timeout)
+        try b.send("shm-read 0x1000 12")
+        try b.expect("shm: 0x1000 \"hello from A\"", timeout: timeout)
+        try b.send("int 0 1")
+        try a.expect("irq: vector 1", timeout: timeout)
+
+        section(children, "B leaves: A sees PEER_GONE, vector 0, and B's state entry zeroed\n")
+        try b.send("quit")
+        let bStatus = try b.finish(timeout: timeout)
+        guard bStatus.isSuccess else { throw ValidationError("peer B exited with \(bStatus)") }
+        try a.expect("left: peer 1", timeout: timeout)
+        try a.expect("irq: vector 0", timeout: timeout)
+        try a.send("dump")
+        try a.expect("peers: 0", timeout: timeout)
+        try a.expect("state-table: peer 0 0x1 active", timeout: timeout)
+        try a.expect("state-table: peer 1 0x0 inactive", timeout: timeout)
+
+        section(children, "A leaves, server stops\n")
+        try a.send("quit")
+        let aStatus = try a.finish(timeout: timeout)
+        guard aStatus.isSuccess else { throw ValidationError("peer A exited with \(aStatus)") }
+        try server.process.signal(SIGTERM)
+        let sStatus = try server.finish(timeout: timeout)
+        children.removeAll()
+        guard sStatus.isSuccess else { throw ValidationError("server exited with \(sStatus)") }
+        section(children, "demo complete: state changes, doorbells both ways, departure seen\n")
+    }
+
+    /// Prints what the children said so far, then a section header, so the transcript reads in order.
+    private func section(_ children: [ChildProcess], _ title: String) {
+        for c in children { c.drain(seconds: 0.05) }
+        writeStdout("\n== " + title)
+    }
+
+    private func waitForSocket(_ path: String, server: ChildProcess) throws {
+        let deadline = Monotonic.now() + timeout
+        while Monotonic.now() < deadline {
+            if (try? UnixSocket.probe(path: path)) == .live { return }
+            if let st = try server.process.waitWithTimeout(seconds: 0.01) { throw server.failure("exited early (\(st))") }
+        }
+        throw server.failure("did not listen on \(path) within \(timeout) s")
+    }
+}

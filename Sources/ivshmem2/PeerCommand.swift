@@ -1,0 +1,221 @@
+import ArgumentParser
+import IvshmemModel
+import IvshmemPlatform
+import IvshmemPosix
+import IvshmemTransport
+
+/// `ivshmem2 peer`: one emulated device attached to a server, driven from a prompt or a script
+/// on stdin, in the spirit of the reference ivshmem-client. It plays the driver: assigns BARs,
+/// enables MSI-X with one message per vector, and enables interrupts.
+struct PeerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "peer",
+        abstract: "Attach an emulated ivshmem v2 device to a server and drive it from stdin.",
+        discussion: """
+            Commands (one per line; '#' starts a comment):
+              dump                 ID, vectors, peers, state table, Interrupt Control
+              int <peer> <vector>  ring a peer's vector (Doorbell register)
+              int <peer> all       ring every vector of a peer
+              int all              ring every vector of every other peer
+              state <value>        write the State register (peers get vector 0)
+              wait [seconds]       wait for the next interrupt (default 5 s)
+              shm-write <offset> <text>   write text into shared memory (rights enforced)
+              shm-read <offset> <length>  print shared memory bytes as text and hex
+              reset                device reset
+              quit                 detach (the others see PEER_GONE)
+            Output lines are 'key: value' records, e.g. 'irq: vector 1', 'joined: peer 2',
+            'left: peer 2', so scripts and tests can follow them.
+            """)
+
+    @Option(name: [.customShort("S"), .long], help: "Server socket path.") var socket: String = "/tmp/ivshmem_socket"
+    @Option(help: "Behaviour profile: spec, jailhouse or qemu-rfc.") var profile: String = "spec"
+    @Option(name: .customLong("spin-us"), help: "Spin this many microseconds before sleeping (0: block).") var spinMicroseconds: Int = 0
+    @Flag(help: "Do not print a prompt.") var quiet = false
+
+    func run() throws {
+        try Signals.ignoreBrokenPipe()
+        let options = AttachOptions(profile: profile, waitMode: spinMicroseconds > 0 ? .spinThenBlock(microseconds: spinMicroseconds) : .blocking)
+        let link: AttachedDevice
+        do { link = try AttachedDevice.attach(socketPath: socket, options: options) } catch {
+            throw ValidationError("\(error)")
+        }
+        defer { link.close() }
+        let session = try PeerSession(link: link)
+        session.announce()
+        var reader = LineReader(fd: .standardInput)
+        while true {
+            if !quiet { writeStdout("ivshmem2[\(link.device.id)]> ") }
+            guard let line = try reader.next() else { break }
+            if try !session.execute(line) { break }
+        }
+    }
+}
+
+/// A device on a platform, programmed the way a driver would, plus the command interpreter.
+final class PeerSession: @unchecked Sendable {
+    let link: AttachedDevice
+    let platform = PCIPlatform()
+    let bdf: BDF
+    let registers: UInt64
+    var device: IvshmemDevice { link.device }
+    private var seen = 0
+
+    init(link: AttachedDevice) throws {
+        self.link = link
+        bdf = try BDF(device: 5)
+        try platform.add(link.device, at: bdf)
+        var firmware = Firmware()
+        let bars = firmware.assign(platform, bdf)
+        registers = bars[0] ?? 0
+        Self.enableInterrupts(platform: platform, bdf: bdf, device: link.device, msixBase: bars[1])
+        let id = link.device.id
+        platform.interrupts.addHandler { r in
+            if case .msix(let v, _, _) = r.kind { writeStdout("irq: vector \(v)\n") }
+            if case .intx = r.kind { writeStdout("irq: intx\n") }
+        }
+        link.onLinkEvent { e in
+            switch e {
+            case .eventFD(let p, 0) where p != id: writeStdout("joined: peer \(p)\n")
+            case .eventFD: break
+            case .peerLeft(let p): writeStdout("left: peer \(p)\n")
+            case .protocolError(let m): writeStdout("error: \(m)\n")
+            case .linkDown(let m): writeStdout("link-down: \(m)\n")
+            }
+        }
+    }
+
+    /// MSI-X: one entry per vector with data = vector, unmasked, enabled; then Interrupt Control.
+    static func enableInterrupts(platform: PCIPlatform, bdf: BDF, device: IvshmemDevice, msixBase: UInt64?) {
+        if let base = msixBase, let cap = device.layout.capabilities.first(where: { $0.kind == .msix }) {
+            for v in 0..<device.configuration.vectors {
+                let entry = base + UInt64(v) * 16
+                platform.mmioWrite(entry, size: 4, value: 0xFEE0_0000)
+                platform.mmioWrite(entry + 4, size: 4, value: 0)
+                platform.mmioWrite(entry + 8, size: 4, value: UInt64(v))
+                platform.mmioWrite(entry + 12, size: 4, value: 0)
+            }
+            let control = platform.configRead(bdf, offset: cap.offset + 2, size: 2)
+            platform.configWrite(bdf, offset: cap.offset + 2, size: 2, value: control | 0x8000)
+        }
+        device.writeRegister(0x08, 1)
+    }
+
+    func announce() {
+        let d = device
+        writeStdout("ready: id \(d.id) max-peers \(d.configuration.maxPeers) vectors \(d.configuration.vectors) protocol 0x\(String(d.configuration.protocolType, radix: 16)) shm \(d.layout.geometry.totalSize)\n")
+        for p in link.activePeers where p != d.id { writeStdout("joined: peer \(p)\n") }
+    }
+
+    /// Runs one command line; returns false on quit.
+    func execute(_ raw: String) throws -> Bool {
+        let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+        guard let cmd = words.first else { return true }
+        let args = Array(words.dropFirst())
+        switch cmd {
+        case "quit", "exit": return false
+        case "dump": dump()
+        case "int": try ring(args)
+        case "state":
+            guard args.count == 1, let v = try? parseNumber(args[0]), v <= UInt32.max else { return usage("state <value>") }
+            platform.mmioWrite(registers + 0x10, size: 4, value: v)
+            writeStdout("ok: state 0x\(String(v, radix: 16))\n")
+        case "wait":
+            let t = args.first.flatMap(Double.init) ?? 5
+            if let r = platform.interrupts.wait(after: seen, timeout: t) {
+                seen = r.sequence + 1
+                writeStdout("waited: \(r.kind == .intx(pin: 1) ? "intx" : "vector \(vectorOf(r))")\n")
+            } else {
+                writeStdout("timeout: no interrupt within \(t) s\n")
+            }
+        case "shm-write":
+            guard args.count >= 2, let off = try? parseNumber(args[0]) else { return usage("shm-write <offset> <text>") }
+            let text = Array(args.dropFirst().joined(separator: " ").utf8)
+            let ok = text.withUnsafeBytes { device.sharedMemoryWrite(offset: off, from: $0) }
+            writeStdout(ok ? "ok: wrote \(text.count) bytes at 0x\(String(off, radix: 16))\n" : "refused: \(device.findings.last?.description ?? "write not allowed")\n")
+        case "shm-read":
+            guard args.count == 2, let off = try? parseNumber(args[0]), let n = Int(args[1]), n > 0, n <= 4096 else { return usage("shm-read <offset> <length ≤ 4096>") }
+            var buf = [UInt8](repeating: 0, count: n)
+            _ = buf.withUnsafeMutableBytes { device.sharedMemoryRead(offset: off, into: $0) }
+            let text = String(decoding: buf.prefix { $0 != 0 }, as: UTF8.self)
+            writeStdout("shm: 0x\(String(off, radix: 16)) \"\(text)\" \(buf.prefix(16).map { String($0, radix: 16) }.joined(separator: " "))\n")
+        case "reset":
+            device.reset()
+            Self.enableInterrupts(platform: platform, bdf: bdf, device: device, msixBase: nil)
+            writeStdout("ok: reset\n")
+        case "help": writeStdout("commands: dump, int <peer> <vector|all>, int all, state <v>, wait [s], shm-write, shm-read, reset, quit\n")
+        default: return usage("unknown command '\(cmd)' (try help)")
+        }
+        return true
+    }
+
+    private func vectorOf(_ r: InterruptRecord) -> Int {
+        if case .msix(let v, _, _) = r.kind { return v }
+        return 0
+    }
+
+    private func usage(_ m: String) -> Bool {
+        writeStdout("error: usage: \(m)\n")
+        return true
+    }
+
+    private func ring(_ args: [String]) throws {
+        let d = device
+        let doorbell = registers + 0x0C
+        func ringOne(_ peer: UInt32, _ vector: UInt32) {
+            platform.mmioWrite(doorbell, size: 4, value: UInt64(peer) << 16 | UInt64(vector))
+            writeStdout("ok: rang peer \(peer) vector \(vector)\n")
+        }
+        switch args.count {
+        case 1 where args[0] == "all":
+            for p in link.activePeers where p != d.id { for v in 0..<d.configuration.vectors { ringOne(p, UInt32(v)) } }
+        case 2:
+            guard let p = UInt32(args[0]) else { _ = usage("int <peer> <vector|all>"); return }
+            if args[1] == "all" {
+                for v in 0..<d.configuration.vectors { ringOne(p, UInt32(v)) }
+            } else if let v = UInt32(args[1]) {
+                let before = d.findings.count
+                ringOne(p, v)
+                for f in d.findings.dropFirst(before) { writeStdout("finding: \(f)\n") }
+            } else { _ = usage("int <peer> <vector|all>") }
+        default: _ = usage("int <peer> <vector> | int <peer> all | int all")
+        }
+    }
+
+    func dump() {
+        let d = device
+        writeStdout("id: \(d.readRegister(0x00)) max-peers: \(d.readRegister(0x04)) vectors: \(d.configuration.vectors) interrupt-control: \(d.readRegister(0x08)) state: 0x\(String(d.readRegister(0x10), radix: 16))\n")
+        let peers = link.activePeers
+        writeStdout("peers: \(peers.map(String.init).joined(separator: " "))\n")
+        for p in 0..<min(d.configuration.maxPeers, 64) {
+            writeStdout("state-table: peer \(p) 0x\(String(d.stateTableEntry(p), radix: 16)) \(peers.contains(p) ? "active" : "inactive")\n")
+        }
+        let s = d.statistics
+        writeStdout("interrupts: received \(s.received) delivered \(s.delivered) dropped \(s.droppedDisabled + s.droppedMasked + s.droppedNoBusMaster)\n")
+    }
+}
+
+/// Reads lines from a file descriptor without Foundation buffering.
+struct LineReader {
+    let fd: FileDescriptor
+    var buffer: [UInt8] = []
+    var eof = false
+
+    mutating func next() throws -> String? {
+        while true {
+            if let nl = buffer.firstIndex(of: 10) {
+                let line = String(decoding: buffer[..<nl], as: UTF8.self)
+                buffer.removeSubrange(...nl)
+                return line
+            }
+            if eof {
+                guard !buffer.isEmpty else { return nil }
+                defer { buffer.removeAll() }
+                return String(decoding: buffer, as: UTF8.self)
+            }
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            let n = try chunk.withUnsafeMutableBytes { try fd.read(into: $0) }
+            if n == 0 { eof = true } else { buffer += chunk[..<n] }
+        }
+    }
+}

@@ -1,0 +1,11 @@
+import ArgumentParser
+
+extension Ivshmem2 {
+    /// Every subcommand, in the order `--help` lists them.
+    static let allSubcommands: [any ParsableCommand.Type] = [
+        ServerCommand.self,
+        PeerCommand.self,
+        DemoCommand.self,
+        DumpConfigCommand.self,
+    ]
+}

@@ -1,0 +1,18 @@
+import ArgumentParser
+
+/// `ivshmem2`: the ivshmem v2 device model, server and tools.
+struct Ivshmem2: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ivshmem2",
+        abstract: "A software model of the ivshmem v2 PCI device (110a:4106), its server, and tools to test guest drivers against it.",
+        discussion: """
+            Start a server, attach emulated devices to it, and inspect what a driver sees:
+              ivshmem2 server -F -S /tmp/ivshmem_socket -n 4 -V 2
+              ivshmem2 peer --socket /tmp/ivshmem_socket
+              ivshmem2 dump-config --profile jailhouse | lspci -F /dev/stdin -vvv -nn
+            """,
+        subcommands: Ivshmem2.allSubcommands
+    )
+}
+
+Ivshmem2.main()

@@ -1,0 +1,84 @@
+import Foundation
+import IvshmemSpec
+import Testing
+
+/// The coverage gate: every requirement ID defined in spec/ivshmem2.md is named by at least one
+/// test, every ID a test or table names exists, and the tables compiled into the library are
+/// the ones in spec/tables.
+@Suite struct RequirementCoverageTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let idPattern = try! Regex(#"\b(?:CFG|CAP|MSIX|REG|SHM|IRQ|DEV|PROTO|WIRE|SRV)(?:-[A-Z]+)+-[0-9]+\b"#)
+
+    static func specText() throws -> String {
+        try String(contentsOf: root.appendingPathComponent("spec/ivshmem2.md"), encoding: .utf8)
+    }
+
+    /// IDs the spec defines: `- **ID** statement`.
+    static func definedIDs() throws -> [String] {
+        let defs = try Regex(#"(?m)^- \*\*([A-Z]+(?:-[A-Z]+)+-[0-9]+)\*\*"#)
+        return try specText().matches(of: defs).map { String($0.output[1].substring!) }
+    }
+
+    /// IDs named in test display names or test source across Tests/.
+    static func testedIDs() throws -> [String: [String]] {
+        var out: [String: [String]] = [:]
+        let tests = root.appendingPathComponent("Tests")
+        let files = FileManager.default.enumerator(at: tests, includingPropertiesForKeys: nil)!
+        for case let url as URL in files where url.pathExtension == "swift" && url.lastPathComponent != "RequirementCoverageTests.swift" {
+            let text = try String(contentsOf: url, encoding: .utf8)
+            // Only IDs inside a @Test(...) display name count: a mention in a comment is not a test.
+            for line in text.split(separator: "\n") where line.contains("@Test(") {
+                for m in line.matches(of: idPattern) { out[String(m.output), default: []].append(url.lastPathComponent) }
+            }
+        }
+        return out
+    }
+
+    @Test("every requirement ID in spec/ivshmem2.md is unique")
+    func idsAreUnique() throws {
+        let ids = try Self.definedIDs()
+        #expect(ids.count > 100, "expected the spec to define its requirements, found \(ids.count)")
+        let dups = Dictionary(grouping: ids, by: { $0 }).filter { $0.value.count > 1 }.keys.sorted()
+        #expect(dups.isEmpty, "defined more than once: \(dups)")
+    }
+
+    @Test("every requirement ID has at least one test that names it")
+    func everyRequirementIsTested() throws {
+        let defined = Set(try Self.definedIDs())
+        let tested = try Self.testedIDs()
+        let missing = defined.subtracting(tested.keys).sorted()
+        #expect(missing.isEmpty, "\(missing.count) requirement(s) without a test: \(missing.joined(separator: ", "))")
+    }
+
+    @Test("no test names a requirement the spec does not define")
+    func noUnknownRequirements() throws {
+        let defined = Set(try Self.definedIDs())
+        let unknown = try Self.testedIDs().filter { !defined.contains($0.key) }
+        #expect(unknown.isEmpty, "unknown IDs: \(unknown.map { "\($0.key) in \($0.value.joined(separator: ", "))" }.sorted())")
+    }
+
+    @Test("every requirement ID cited by spec/tables exists in the spec")
+    func tablesCiteKnownRequirements() throws {
+        let defined = Set(try Self.definedIDs())
+        let unknown = SpecTables.builtIn.citedRequirements.subtracting(defined).sorted()
+        #expect(unknown.isEmpty, "tables cite undefined IDs: \(unknown)")
+    }
+
+    @Test("the tables compiled into the library are spec/tables (run `make tables` after editing)")
+    func embeddedTablesMatchFiles() throws {
+        let onDisk = try SpecTables(directory: Self.root.appendingPathComponent("spec/tables").path)
+        #expect(onDisk == SpecTables.builtIn)
+    }
+
+    @Test("the spec's index lists exactly the defined IDs")
+    func indexMatchesDefinitions() throws {
+        let text = try Self.specText()
+        guard let r = text.range(of: "## 15. Requirement index") else {
+            Issue.record("spec/ivshmem2.md has no '## 15. Requirement index' section")
+            return
+        }
+        let rows = try Regex(#"(?m)^\| ([A-Z]+(?:-[A-Z]+)+-[0-9]+) \|"#)
+        let indexed = text[r.lowerBound...].matches(of: rows).map { String($0.output[1].substring!) }
+        #expect(indexed == (try Self.definedIDs()))
+    }
+}
