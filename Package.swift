@@ -54,6 +54,10 @@ let package = Package(
         .testTarget(name: "IvshmemServerTests", dependencies: [
             "IvshmemServer", "IvshmemTransport", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform",
         ]),
+        .testTarget(name: "IvshmemTransportTests", dependencies: [
+            "IvshmemTransport", "IvshmemServer", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "SpecCoverageTests", dependencies: ["IvshmemSpec"]),
     ]
 )

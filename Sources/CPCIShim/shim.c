@@ -3,8 +3,11 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 // libpci's code assumes its error callback never returns (the default calls exit(1)), so ours
 // records the message and jumps back to the entry point that armed `recovery`.
@@ -12,7 +15,10 @@ static _Thread_local char last_error[512];
 static _Thread_local jmp_buf recovery;
 static _Thread_local int recovery_armed;
 
-static void record_error(char *msg, ...) {
+// libpci declares the callback noreturn. Every libpci call that can report an error goes through
+// an entry point below that arms `recovery`; an error anywhere else is a bug in the caller (an
+// unaligned pci_read_word/long), and stopping there is what libpci's default handler does too.
+__attribute__((noreturn)) static void record_error(char *msg, ...) {
     va_list ap;
     va_start(ap, msg);
     vsnprintf(last_error, sizeof last_error, msg, ap);
@@ -21,6 +27,8 @@ static void record_error(char *msg, ...) {
         recovery_armed = 0;
         longjmp(recovery, 1);
     }
+    fprintf(stderr, "libpci error outside a recoverable call: %s\n", last_error);
+    abort();
 }
 
 static void ignore_message(char *msg, ...) { (void)msg; }
@@ -56,7 +64,9 @@ int ivs_pci_fill_info(struct pci_dev *d, int flags) {
     return known;
 }
 
-int ivs_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+int ivs_pci_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+int ivs_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 const char *ivs_pci_last_error(void) { return last_error; }
 

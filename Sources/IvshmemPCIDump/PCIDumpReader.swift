@@ -182,7 +182,7 @@ public enum PCIDumpReader {
         // libpci treats an unterminated last line as an error; lspci -xxx output ends in "\n".
         if let last = bytes.last, last != UInt8(ascii: "\n") { bytes.append(UInt8(ascii: "\n")) }
 
-        let memfd = ivs_memfd_create("ivshmem-pci-dump")
+        let memfd = ivs_pci_memfd_create("ivshmem-pci-dump")
         if memfd >= 0 {
             defer { close(memfd) }
             if access("/proc/self/fd/\(memfd)", F_OK) == 0 {
@@ -192,9 +192,10 @@ public enum PCIDumpReader {
         }
         let dir = getenv("TMPDIR").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
         var template = Array("\(dir)/ivshmem-pci-dump-XXXXXX".utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { mkostemp($0.baseAddress!, O_CLOEXEC) }
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard fd >= 0 else { throw PCIDumpError.io("cannot create a temporary dump file in \(dir): \(String(cString: strerror(errno)))") }
-        let path = String(cString: template)
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        let path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         defer { unlink(path) }
         do {
             try writeAll(fd, bytes)

@@ -7,7 +7,7 @@ import Testing
 /// the ones in spec/tables.
 @Suite struct RequirementCoverageTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    static let idPattern = try! Regex(#"\b(?:CFG|CAP|MSIX|REG|SHM|IRQ|DEV|PROTO|WIRE|SRV)(?:-[A-Z]+)+-[0-9]+\b"#)
+    static var idPattern: Regex<AnyRegexOutput> { try! Regex(#"\b(?:CFG|CAP|MSIX|REG|SHM|IRQ|DEV|PROTO|WIRE|SRV)(?:-[A-Z]+)+-[0-9]+\b"#) }
 
     static func specText() throws -> String {
         try String(contentsOf: root.appendingPathComponent("spec/ivshmem2.md"), encoding: .utf8)
@@ -23,12 +23,12 @@ import Testing
     static func testedIDs() throws -> [String: [String]] {
         var out: [String: [String]] = [:]
         let tests = root.appendingPathComponent("Tests")
-        let files = FileManager.default.enumerator(at: tests, includingPropertiesForKeys: nil)!
-        for case let url as URL in files where url.pathExtension == "swift" && url.lastPathComponent != "RequirementCoverageTests.swift" {
+        let files = FileManager.default.enumerator(at: tests, includingPropertiesForKeys: nil)?.allObjects.compactMap { $0 as? URL } ?? []
+        for url in files where url.pathExtension == "swift" && url.lastPathComponent != "RequirementCoverageTests.swift" {
             let text = try String(contentsOf: url, encoding: .utf8)
             // Only IDs inside a @Test(...) display name count: a mention in a comment is not a test.
             for line in text.split(separator: "\n") where line.contains("@Test(") {
-                for m in line.matches(of: idPattern) { out[String(m.output), default: []].append(url.lastPathComponent) }
+                for m in line.matches(of: idPattern) { out[String(line[m.range]), default: []].append(url.lastPathComponent) }
             }
         }
         return out

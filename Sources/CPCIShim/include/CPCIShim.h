@@ -12,7 +12,10 @@ struct pci_access *ivs_pci_open_dump(const char *dump_path);
 /// ivs_pci_last_error) when libpci reported an error. Only for accesses from ivs_pci_open_dump.
 int ivs_pci_fill_info(struct pci_dev *d, int flags);
 /// memfd_create(name, MFD_CLOEXEC) (needs _GNU_SOURCE, which Swift's Glibc does not expose).
-int ivs_memfd_create(const char *name);
+int ivs_pci_memfd_create(const char *name);
+/// pipe2(fds, O_CLOEXEC): both ends close-on-exec from the start, so a child spawned by another
+/// thread cannot inherit them (and hold a write end open).
+int ivs_pipe_cloexec(int fds[2]);
 /// The last error libpci reported through our callback ("" if none).
 const char *ivs_pci_last_error(void);
 /// Looks up "vendor device" names into buf; returns buf.
