@@ -1,0 +1,120 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import IvshmemPosix
+import Testing
+
+/// The `ivshmem2` binary built next to this test bundle.
+func ivshmem2Binary() throws -> String {
+    let exe = try SpawnedProcess.currentExecutablePath()
+    var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+    if dir.pathExtension == "xctest" || dir.lastPathComponent == "MacOS" { dir = dir.deletingLastPathComponent() }
+    let path = dir.appendingPathComponent("ivshmem2").path
+    guard FileManager.default.isExecutableFile(atPath: path) else {
+        throw ValidationFailure("ivshmem2 is not built at \(path): run `swift build` (make test does) before the tests")
+    }
+    return path
+}
+
+struct ValidationFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// A child process whose stdout is followed line by line.
+final class Child {
+    let name: String
+    let process: SpawnedProcess
+    private var buffer: [UInt8] = []
+    private(set) var lines: [String] = []
+
+    init(_ name: String, _ args: [String]) throws {
+        self.name = name
+        process = try SpawnedProcess.spawn(executable: try ivshmem2Binary(), arguments: args, standardInput: .pipe, standardOutput: .pipe, standardError: .pipe)
+    }
+
+    func send(_ line: String) throws { try process.standardInput?.writeAll(line + "\n") }
+
+    /// The first line at or after the read position starting with `prefix`, within `timeout`.
+    func expect(_ prefix: String, timeout: Double = 10) throws -> String {
+        let deadline = Monotonic.now() + timeout
+        while true {
+            while let nl = buffer.firstIndex(of: 10) {
+                let line = String(decoding: buffer[..<nl], as: UTF8.self)
+                buffer.removeSubrange(...nl)
+                lines.append(line)
+                if line.hasPrefix(prefix) { return line }
+            }
+            let left = deadline - Monotonic.now()
+            guard left > 0, let out = process.standardOutput else {
+                throw ValidationFailure("\(name): no '\(prefix)' within \(timeout) s; saw \(lines.suffix(8))")
+            }
+            if try out.waitReadable(timeoutMilliseconds: Int32(min(left, 1) * 1000)) {
+                var chunk = [UInt8](repeating: 0, count: 4096)
+                let n = try chunk.withUnsafeMutableBytes { try out.read(into: $0) }
+                if n == 0 { throw ValidationFailure("\(name) exited before '\(prefix)'; saw \(lines.suffix(8))") }
+                buffer += chunk[..<n]
+            }
+        }
+    }
+
+    func stop(signal: Int32? = nil) throws -> IvshmemPosix.ExitStatus {
+        if let signal { try? process.signal(signal) } else { process.standardInput?.closeQuietly() }
+        let s = try process.waitWithTimeout(seconds: 10) ?? { try? process.signal(SIGKILL); return try process.wait() }()
+        process.closePipes()
+        return s
+    }
+}
+
+@Suite(.serialized) struct PeerProcessTests {
+    @Test("DEV-PEER-1, DEV-PEER-3, SRV-GONE-3: three peer processes join and leave through a server process; IDs are reused")
+    func threePeerProcesses() throws {
+        let dir = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-peers.XXXXXX")
+        defer { FileSystem.removeDirectoryTree(dir) }
+        let sock = dir + "/s.sock"
+        let server = try Child("server", ["server", "-F", "-S", sock, "-l", "1M", "-n", "4", "-V", "2", "-o", "64K"])
+        defer { _ = try? server.stop(signal: SIGTERM) }
+        #expect(eventually { (try? UnixSocket.probe(path: sock)) == .live })
+
+        let a = try Child("A", ["peer", "--quiet", "-S", sock])
+        _ = try a.expect("ready: id 0")
+        let b = try Child("B", ["peer", "--quiet", "-S", sock])
+        _ = try b.expect("ready: id 1")
+        let c = try Child("C", ["peer", "--quiet", "-S", sock])
+        _ = try c.expect("ready: id 2")
+        _ = try a.expect("joined: peer 2")
+        _ = try b.expect("joined: peer 2")
+
+        try c.send("state 0xc3")
+        _ = try a.expect("irq: vector 0")
+        _ = try b.expect("irq: vector 0")
+        try a.send("int 2 1")
+        _ = try c.expect("irq: vector 1")
+
+        try b.send("quit")
+        #expect(try b.stop().isSuccess)
+        _ = try a.expect("left: peer 1")
+        _ = try c.expect("left: peer 1")
+
+        let d = try Child("D", ["peer", "--quiet", "-S", sock])
+        _ = try d.expect("ready: id 1")  // lowest free ID, reused
+        _ = try a.expect("joined: peer 1")
+        try d.send("dump")
+        _ = try d.expect("state-table: peer 2 0xc3 active")
+        try c.send("quit")
+        #expect(try c.stop().isSuccess)
+        _ = try d.expect("left: peer 2")
+        try d.send("dump")
+        _ = try d.expect("state-table: peer 2 0x0 inactive")
+        for p in [a, d] { try p.send("quit"); #expect(try p.stop().isSuccess) }
+        #expect(try server.stop(signal: SIGTERM).isSuccess)
+    }
+
+    @Test("SRV-GONE-1, DEV-PEER-2: `ivshmem2 demo` (the README's run command) completes: state, doorbells both ways, departure")
+    func demoRuns() throws {
+        let demo = try Child("demo", ["demo"])
+        _ = try demo.expect("== demo complete", timeout: 60)
+        #expect(try demo.stop().isSuccess)
+    }
+}
