@@ -10,10 +10,13 @@ let package = Package(
         .library(name: "IvshmemPlatform", targets: ["IvshmemPlatform"]),
         .library(name: "IvshmemServer", targets: ["IvshmemServer"]),
         .library(name: "IvshmemTransport", targets: ["IvshmemTransport"]),
+        .library(name: "IvshmemHarness", targets: ["IvshmemHarness"]),
+        .executable(name: "ivshmem2-bench", targets: ["ivshmem2-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", exact: "0.2.0"),
     ],
     targets: [
         // C shims: cmsg macros, eventfd, epoll, memfd, atomics on shared memory.
@@ -40,12 +43,26 @@ let package = Package(
             "IvshmemWire", "IvshmemPosix", "IvshmemModel",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Layer 5: the register-level test harness, scripts and their runner.
+        .target(name: "IvshmemHarness", dependencies: [
+            "IvshmemModel", "IvshmemPlatform", "IvshmemTransport", "IvshmemServer", "IvshmemPosix", "IvshmemSpec",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // libpci decoding of config-space dumps.
         .target(name: "IvshmemPCIDump", dependencies: ["CPCIShim", "CLibPCI"]),
 
         .executableTarget(name: "ivshmem2", dependencies: [
-            "IvshmemModel", "IvshmemPlatform", "IvshmemServer", "IvshmemTransport", "IvshmemPosix",
+            "IvshmemModel", "IvshmemPlatform", "IvshmemServer", "IvshmemTransport", "IvshmemPosix", "IvshmemHarness",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // Benchmarks (`make bench`): the C baselines and the runner that compares against them.
+        .target(name: "CBench", cSettings: [.unsafeFlags(["-O2"])]),
+        .executableTarget(name: "ivshmem2-bench", dependencies: [
+            "CBench", "IvshmemModel", "IvshmemPlatform", "IvshmemServer", "IvshmemTransport", "IvshmemPosix",
+            "IvshmemSpec", "CIvshmemShim",
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
@@ -58,6 +75,7 @@ let package = Package(
             "IvshmemTransport", "IvshmemServer", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "IvshmemHarnessTests", dependencies: ["IvshmemHarness", "IvshmemPosix"]),
         .testTarget(name: "SpecCoverageTests", dependencies: ["IvshmemSpec"]),
     ]
 )

@@ -26,6 +26,15 @@ public enum FileSystem {
         do { try unlink(path) } catch let error as SystemCallError where error.errno == .noEntry {}
     }
 
+    /// `readlink(2)`: where a symbolic link points (e.g. `/proc/self/fd/N`).
+    public static func readLink(_ path: String) throws -> String {
+        var buffer = [CChar](repeating: 0, count: 4097)
+        let n = try retryingSystemCall("readlink", detail: path) {
+            buffer.withUnsafeMutableBufferPointer { b in b.baseAddress.map { readlink(path, $0, 4096) } ?? -1 }
+        }
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// `chmod(2)`.
     public static func changeMode(_ path: String, to mode: mode_t) throws {
         _ = try retryingSystemCall("chmod", detail: "\(path), 0\(String(mode, radix: 8))") { chmod(path, mode) }
@@ -76,4 +85,20 @@ public enum FileSystem {
 /// The text of a NUL-terminated C character array.
 func cString(_ chars: [CChar]) -> String {
     String(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+extension FileSystem {
+    /// Names in a directory (without `.` and `..`).
+    public static func listDirectory(_ path: String) throws -> [String] {
+        guard let dir = opendir(path) else { throw SystemCallError(call: "opendir", errno: Errno(rawValue: errno), detail: path) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) { p in
+                p.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
 }

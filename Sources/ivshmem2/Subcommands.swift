@@ -6,6 +6,8 @@ extension Ivshmem2 {
         ServerCommand.self,
         PeerCommand.self,
         DemoCommand.self,
+        RunCommand.self,
+        ConformanceCommand.self,
         DumpConfigCommand.self,
     ]
 }

@@ -1,0 +1,85 @@
+import IvshmemModel
+import IvshmemPlatform
+import IvshmemPosix
+import IvshmemServer
+import IvshmemTransport
+import Logging
+import Synchronization
+
+/// Where the harness's peers find their server.
+public enum ServerSource: Sendable {
+    /// Our server, started in this process on a private socket.
+    case embedded(ServerConfiguration)
+    /// A server somebody else runs (ours or the reference one).
+    case external(socketPath: String)
+}
+
+/// What a newly joined peer's "firmware and driver" have done before the test takes over.
+public enum PeerSetup: String, Sendable {
+    /// Nothing: BARs unassigned, decoding off, MSI-X off (for driver tests).
+    case raw
+    /// BARs assigned, memory decode and bus mastering on.
+    case firmware
+    /// Firmware, plus MSI-X enabled with entry v = (0xFEE00000, data v) unmasked, and
+    /// Interrupt Control 1: ready to receive.
+    case ready
+}
+
+/// A register-level test harness in the spirit of QEMU's libqos: peers are emulated devices,
+/// each on its own virtual PCI platform (its own guest), attached to one server. Every access
+/// through a `HarnessPeer`, every interrupt, link event and finding goes into one trace.
+public final class Harness: @unchecked Sendable {
+    public let trace = TraceRecorder()
+    public let socketPath: String
+    private let serverThread: ServerThread?
+    private let directory: String?
+    private let peers = Mutex<[HarnessPeer]>([])
+
+    public init(server: ServerSource) throws {
+        switch server {
+        case .external(let path):
+            socketPath = path
+            serverThread = nil
+            directory = nil
+        case .embedded(var config):
+            let dir = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-harness.XXXXXX")
+            config.socketPath = dir + "/ivshmem.sock"
+            var logger = Logger(label: "ivshmem2.harness.server")
+            logger.logLevel = .error
+            do { serverThread = try ServerThread.start(configuration: config, logger: logger) } catch {
+                FileSystem.removeDirectoryTree(dir)
+                throw error
+            }
+            socketPath = config.socketPath
+            directory = dir
+        }
+    }
+
+    deinit { close() }
+
+    /// Attaches a new device, plugs it in at 00:03.0 of its own platform and prepares it.
+    public func join(name: String, options: AttachOptions = AttachOptions(), setup: PeerSetup = .ready) throws -> HarnessPeer {
+        let link = try AttachedDevice.attach(socketPath: socketPath, options: options)
+        let peer = try HarnessPeer(name: name, link: link, trace: trace)
+        trace.record(name, .lifecycle, detail: "joined as peer \(link.device.id) (profile \(options.profile))")
+        peers.withLock { $0.append(peer) }
+        try peer.prepare(setup)
+        return peer
+    }
+
+    /// Detaches a peer: the server announces its departure to the others.
+    public func leave(_ peer: HarnessPeer) {
+        peers.withLock { $0.removeAll { $0 === peer } }
+        peer.link.close()
+        trace.record(peer.name, .lifecycle, detail: "left")
+    }
+
+    public var joined: [HarnessPeer] { peers.withLock { $0 } }
+
+    /// Detaches every peer and stops an embedded server. Idempotent.
+    public func close() {
+        for p in peers.withLock({ p in defer { p.removeAll() }; return p }) { p.link.close() }
+        serverThread?.stop()
+        if let d = directory { FileSystem.removeDirectoryTree(d) }
+    }
+}

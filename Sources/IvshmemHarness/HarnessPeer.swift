@@ -1,0 +1,153 @@
+import IvshmemModel
+import IvshmemPlatform
+import IvshmemPosix
+import IvshmemTransport
+
+/// One emulated device as a test drives it: config, MMIO, port I/O and shared-memory accesses
+/// of any size, interrupts with timeouts, findings — all traced.
+public final class HarnessPeer: @unchecked Sendable {
+    public let name: String
+    public let link: AttachedDevice
+    public let platform = PCIPlatform()
+    public let bdf: BDF
+    public private(set) var bars: [Int: UInt64] = [:]
+    private let trace: TraceRecorder
+    private var findingsSeen = 0
+
+    public var device: IvshmemDevice { link.device }
+    public var id: UInt32 { device.id }
+
+    init(name: String, link: AttachedDevice, trace: TraceRecorder) throws {
+        self.name = name
+        self.link = link
+        self.trace = trace
+        bdf = try BDF(device: 3)
+        try platform.add(link.device, at: bdf)
+        platform.interrupts.addHandler { [trace, name] r in
+            switch r.kind {
+            case .msix(let v, let a, let d):
+                trace.record(name, .interrupt, address: a, size: 4, value: UInt64(d), detail: "MSI-X vector \(v)", requirement: "IRQ-MSIX-1")
+            case .intx(let pin):
+                trace.record(name, .interrupt, detail: "INTx pin \(pin) edge", requirement: "IRQ-INTX-1")
+            }
+        }
+        link.onLinkEvent { [trace, name] e in trace.record(name, .wire, detail: e.description) }
+        link.device.onFinding { [trace, name] f in
+            trace.record(name, .finding, address: f.access?.offset, size: f.access?.size, value: f.access?.value, detail: f.message, requirement: f.requirement)
+        }
+    }
+
+    /// Firmware-style set-up (see `PeerSetup`).
+    func prepare(_ setup: PeerSetup) throws {
+        guard setup != .raw else { return }
+        var fw = Firmware()
+        bars = fw.assign(platform, bdf)
+        trace.record(name, .lifecycle, detail: "firmware assigned " + bars.sorted { $0.key < $1.key }.map { "BAR\($0.key)=0x\(String($0.value, radix: 16))" }.joined(separator: " "))
+        guard setup == .ready else { return }
+        if let base = bars[1], let cap = device.layout.capabilities.first(where: { $0.kind == .msix }) {
+            for v in 0..<device.configuration.vectors {
+                let e = base + UInt64(v) * 16
+                mmioWrite(e, size: 4, value: 0xFEE0_0000)
+                mmioWrite(e + 8, size: 4, value: UInt64(v))
+                mmioWrite(e + 12, size: 4, value: 0)
+            }
+            let ctl = configRead(cap.offset + 2, size: 2)
+            configWrite(cap.offset + 2, size: 2, value: ctl | 0x8000)
+        }
+        barWrite(0, offset: 0x08, size: 4, value: 1)
+    }
+
+    // MARK: traced accesses
+
+    public func configRead(_ offset: Int, size: Int) -> UInt32 {
+        let v = platform.configRead(bdf, offset: offset, size: size)
+        trace.record(name, .configRead, address: UInt64(offset), size: size, value: UInt64(v))
+        return v
+    }
+
+    public func configWrite(_ offset: Int, size: Int, value: UInt32) {
+        trace.record(name, .configWrite, address: UInt64(offset), size: size, value: UInt64(value))
+        platform.configWrite(bdf, offset: offset, size: size, value: value)
+    }
+
+    public func mmioRead(_ address: UInt64, size: Int) -> UInt64 {
+        let v = platform.mmioRead(address, size: size)
+        trace.record(name, .mmioRead, address: address, size: size, value: v)
+        return v
+    }
+
+    public func mmioWrite(_ address: UInt64, size: Int, value: UInt64) {
+        trace.record(name, .mmioWrite, address: address, size: size, value: value)
+        platform.mmioWrite(address, size: size, value: value)
+    }
+
+    public func pioRead(_ port: UInt16, size: Int) -> UInt32 {
+        let v = platform.ioRead(port, size: size)
+        trace.record(name, .pioRead, address: UInt64(port), size: size, value: UInt64(v))
+        return v
+    }
+
+    public func pioWrite(_ port: UInt16, size: Int, value: UInt32) {
+        trace.record(name, .pioWrite, address: UInt64(port), size: size, value: UInt64(value))
+        platform.ioWrite(port, size: size, value: value)
+    }
+
+    /// Where BAR `index` is mapped (the Base Address for BAR2 in profiles without BAR2).
+    public func barBase(_ index: Int) -> UInt64? {
+        if index == 2 && !device.profile.sharedMemoryInBAR2 { return device.configuration.baseAddress }
+        return bars[index]
+    }
+
+    /// A BAR access at `offset` through the platform's decode (I/O BARs through port I/O).
+    public func barRead(_ index: Int, offset: UInt64, size: Int) -> UInt64 {
+        guard let base = barBase(index) else { return device.barRead(index, offset: offset, size: size) }
+        if device.layout.bars.first(where: { $0.index == index })?.kind == .io {
+            return UInt64(pioRead(UInt16(truncatingIfNeeded: base + offset), size: size))
+        }
+        return mmioRead(base + offset, size: size)
+    }
+
+    public func barWrite(_ index: Int, offset: UInt64, size: Int, value: UInt64) {
+        guard let base = barBase(index) else {
+            trace.record(name, .mmioWrite, address: offset, size: size, value: value, detail: "BAR\(index) (unassigned, direct)")
+            device.barWrite(index, offset: offset, size: size, value: value)
+            return
+        }
+        if device.layout.bars.first(where: { $0.index == index })?.kind == .io {
+            pioWrite(UInt16(truncatingIfNeeded: base + offset), size: size, value: UInt32(truncatingIfNeeded: value))
+            return
+        }
+        mmioWrite(base + offset, size: size, value: value)
+    }
+
+    /// The driver's view of shared memory (rights enforced).
+    public func shmRead(_ offset: UInt64, size: Int) -> UInt64 {
+        let v = device.sharedMemoryLoad(offset: offset, size: size)
+        trace.record(name, .shmRead, address: offset, size: size, value: v)
+        return v
+    }
+
+    public func shmWrite(_ offset: UInt64, size: Int, value: UInt64) {
+        trace.record(name, .shmWrite, address: offset, size: size, value: value)
+        device.sharedMemoryStore(offset: offset, size: size, value: value)
+    }
+
+    public func shmWrite(_ offset: UInt64, bytes: [UInt8]) -> Bool {
+        trace.record(name, .shmWrite, address: offset, size: bytes.count, detail: "\(bytes.count) bytes")
+        return bytes.withUnsafeBytes { device.sharedMemoryWrite(offset: offset, from: $0) }
+    }
+
+    // MARK: interrupts and findings
+
+    /// The next interrupt logged at or after `after`, optionally for one MSI-X vector.
+    public func waitForInterrupt(vector: Int? = nil, after: Int, timeout: Double) -> InterruptRecord? {
+        platform.interrupts.wait(after: after, timeout: timeout) { r in
+            guard let vector else { return true }
+            if case .msix(let v, _, _) = r.kind { return v == vector }
+            return vector == 0
+        }
+    }
+
+    public var interruptCount: Int { platform.interrupts.count }
+    public var findings: [Finding] { device.findings }
+}

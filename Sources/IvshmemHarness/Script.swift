@@ -1,0 +1,358 @@
+/// A parsed test script: a prelude (server settings) and one or more cases.
+///
+/// Format (one statement per line, `#` to end of line is a comment):
+///
+///     server vectors=2 max-peers=4 size=1M output=64K protocol=0x4001
+///     case "doorbell reaches the target"
+///     covers REG-DB-3 IRQ-MSIX-1
+///     profiles spec qemu-rfc            # run only under these profiles
+///     join A                            # options: profile= setup=ready|firmware|raw checking=on|off
+///     join B
+///     A ring B 1
+///     B wait irq vector=1 timeout=2
+///     B read32 reg:0x00 == 1
+///     [qemu-rfc] A write32 reg:0x10c 0x1   # a line for one profile ([!p] for all but p)
+///     A expect finding REG-ACC-3
+///     B leave
+///
+/// Spaces for read/write: `cfg`, `reg` (BAR0), `msix` (BAR1), `bar0`…`bar2`, `shm` (the
+/// driver's view of shared memory), `mem` (physical address), `io` (port).
+public struct Script: Sendable {
+    public var path: String
+    public var prelude: [Statement]
+    public var cases: [Case]
+
+    public struct Case: Sendable {
+        public var name: String
+        public var line: Int
+        public var covers: [String]
+        public var profiles: [String]?
+        public var statements: [Statement]
+    }
+
+    public struct Statement: Sendable {
+        public var line: Int
+        public var text: String
+        /// Profiles the line is limited to (nil: all); `negated` flips it.
+        public var onlyProfiles: [String]?
+        public var negated: Bool
+        public var actor: String?
+        public var command: Command
+
+        public func applies(to profile: String) -> Bool {
+            guard let only = onlyProfiles else { return true }
+            return only.contains(profile) != negated
+        }
+    }
+
+    public enum Space: String, Sendable { case cfg, reg, msix, bar0, bar1, bar2, shm, mem, io }
+    public enum Comparison: String, Sendable { case equal = "==", notEqual = "!=" }
+
+    public enum Command: Sendable {
+        case server([String: String])
+        case join(name: String, options: [String: String])
+        case leave
+        case reset
+        case read(bits: Int, space: Space, offset: UInt64, compare: (Comparison, UInt64, mask: UInt64)?)
+        case write(bits: Int, space: Space, offset: UInt64, value: UInt64)
+        case ring(target: String, vector: UInt64)
+        case state(UInt64)
+        case waitIRQ(vector: Int?, timeout: Double)
+        case expectNoIRQ(timeout: Double)
+        case expectFinding(String)
+        case expectNoFindings
+        case expectPeers([UInt32])
+        case expectID(UInt32)
+        case sleep(Double)
+        /// A raw wire client (no device): `client X`.
+        case client(name: String)
+        /// `X expect-msg INIT|EVENT_FD|PEER_GONE [field=value…] [fds=N]`.
+        case expectMessage(type: String, fields: [String: UInt64])
+        case expectNoMessage(timeout: Double)
+        case expectClosed
+        case sendBytes([UInt8])
+        case disconnect
+        /// `check NAME`: a built-in check (see `BuiltinChecks`).
+        case check(String)
+    }
+}
+
+/// A script error with the position it refers to.
+public struct ScriptError: Error, Sendable, CustomStringConvertible, Equatable {
+    public var path: String
+    public var line: Int
+    public var column: Int
+    public var message: String
+    public var description: String { "\(path):\(line):\(column): error: \(message)" }
+}
+
+/// Parses the script format documented on `Script`.
+public enum ScriptParser {
+    public static func parse(_ text: String, path: String) throws -> Script {
+        var prelude: [Script.Statement] = []
+        var cases: [Script.Case] = []
+        for (i, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let lineNo = i + 1
+            var body = Substring(rawLine)
+            if let hash = body.firstIndex(of: "#") { body = body[..<hash] }
+            let tokens = tokenize(body)
+            guard !tokens.isEmpty else { continue }
+            func fail(_ t: Token?, _ m: String) -> ScriptError {
+                ScriptError(path: path, line: lineNo, column: (t?.column ?? tokens.last!.column + tokens.last!.text.count) , message: m)
+            }
+            var k = 0
+            var only: [String]?
+            var negated = false
+            if tokens[0].text.hasPrefix("[") && tokens[0].text.hasSuffix("]") {
+                var inner = String(tokens[0].text.dropFirst().dropLast())
+                if inner.hasPrefix("!") { negated = true; inner.removeFirst() }
+                only = inner.split(separator: ",").map(String.init)
+                guard !only!.isEmpty else { throw fail(tokens[0], "empty profile condition") }
+                k = 1
+            }
+            guard k < tokens.count else { throw fail(nil, "a profile condition needs a statement after it") }
+            let head = tokens[k]
+            // Case-structure statements.
+            switch head.text {
+            case "case":
+                guard k + 1 < tokens.count else { throw fail(nil, "case needs a name") }
+                cases.append(Script.Case(name: tokens[k + 1].text, line: lineNo, covers: [], profiles: nil, statements: []))
+                continue
+            case "covers":
+                guard !cases.isEmpty else { throw fail(head, "'covers' belongs inside a case") }
+                let ids = tokens[(k + 1)...].map(\.text)
+                guard !ids.isEmpty else { throw fail(nil, "covers needs at least one requirement ID") }
+                for t in tokens[(k + 1)...] where !isRequirementID(t.text) { throw fail(t, "'\(t.text)' is not a requirement ID (like REG-DB-3)") }
+                cases[cases.count - 1].covers += ids
+                continue
+            case "profiles":
+                guard !cases.isEmpty else { throw fail(head, "'profiles' belongs inside a case") }
+                cases[cases.count - 1].profiles = tokens[(k + 1)...].map(\.text)
+                continue
+            default: break
+            }
+            let statement = try parseStatement(Array(tokens[k...]), line: lineNo, text: String(body).trimmed, only: only, negated: negated, fail: fail)
+            if case .server = statement.command, !cases.isEmpty {
+                throw fail(head, "'server' belongs before the first case")
+            }
+            if cases.isEmpty {
+                if case .server = statement.command { prelude.append(statement); continue }
+                cases.append(Script.Case(name: "main", line: lineNo, covers: [], profiles: nil, statements: []))
+            }
+            cases[cases.count - 1].statements.append(statement)
+        }
+        guard !cases.isEmpty else {
+            throw ScriptError(path: path, line: 1, column: 1, message: "the script has no statements")
+        }
+        return Script(path: path, prelude: prelude, cases: cases)
+    }
+
+    static func isRequirementID(_ s: String) -> Bool {
+        let parts = s.split(separator: "-")
+        return parts.count >= 3 && parts.dropLast().allSatisfy { !$0.isEmpty && $0.allSatisfy { $0.isUppercase } } && Int(parts.last!) != nil
+    }
+
+    struct Token { var text: String; var column: Int }
+
+    static func tokenize(_ s: Substring) -> [Token] {
+        var out: [Token] = []
+        var i = s.startIndex
+        var col = 1
+        while i < s.endIndex {
+            let c = s[i]
+            if c == " " || c == "\t" { i = s.index(after: i); col += 1; continue }
+            let startCol = col
+            var text = ""
+            if c == "\"" {
+                i = s.index(after: i); col += 1
+                while i < s.endIndex, s[i] != "\"" { text.append(s[i]); i = s.index(after: i); col += 1 }
+                if i < s.endIndex { i = s.index(after: i); col += 1 }
+            } else {
+                while i < s.endIndex, s[i] != " ", s[i] != "\t" { text.append(s[i]); i = s.index(after: i); col += 1 }
+            }
+            out.append(Token(text: text, column: startCol))
+        }
+        return out
+    }
+
+    static func number(_ t: Token, fail: (Token?, String) -> ScriptError) throws -> UInt64 {
+        var text = t.text.replacingUnderscores
+        var scale: UInt64 = 1
+        if let last = text.last, let u = ["K": UInt64(1) << 10, "M": 1 << 20, "G": 1 << 30][last.uppercased()] {
+            scale = u
+            text.removeLast()
+        }
+        let v: UInt64?
+        if text.hasPrefix("0x") || text.hasPrefix("0X") { v = UInt64(text.dropFirst(2), radix: 16) } else { v = UInt64(text) }
+        guard let n = v else { throw fail(t, "'\(t.text)' is not a number (decimal, 0x hex, K/M/G suffix)") }
+        return n * scale
+    }
+
+    static func seconds(_ t: Token, fail: (Token?, String) -> ScriptError) throws -> Double {
+        guard let v = Double(t.text.hasSuffix("s") ? String(t.text.dropLast()) : t.text), v >= 0 else {
+            throw fail(t, "'\(t.text)' is not a duration in seconds")
+        }
+        return v
+    }
+
+    static func keyValues(_ tokens: ArraySlice<Token>, allowed: Set<String>, fail: (Token?, String) -> ScriptError) throws -> [String: String] {
+        var out: [String: String] = [:]
+        for t in tokens {
+            let kv = t.text.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2, !kv[1].isEmpty else { throw fail(t, "expected key=value, got '\(t.text)'") }
+            guard allowed.contains(kv[0]) else { throw fail(t, "unknown option '\(kv[0])' (known: \(allowed.sorted().joined(separator: ", ")))") }
+            out[kv[0]] = kv[1]
+        }
+        return out
+    }
+
+    static func parseStatement(_ t: [Token], line: Int, text: String, only: [String]?, negated: Bool, fail: (Token?, String) -> ScriptError) throws -> Script.Statement {
+        func make(_ actor: String?, _ c: Script.Command) -> Script.Statement {
+            Script.Statement(line: line, text: text, onlyProfiles: only, negated: negated, actor: actor, command: c)
+        }
+        switch t[0].text {
+        case "server":
+            return make(nil, .server(try keyValues(t[1...], allowed: ["vectors", "max-peers", "size", "output", "protocol"], fail: fail)))
+        case "join":
+            guard t.count >= 2 else { throw fail(nil, "join needs a peer name") }
+            let opts = try keyValues(t[2...], allowed: ["profile", "setup", "checking", "spin-us", "fails"], fail: fail)
+            if let s = opts["setup"], PeerSetup(rawValue: s) == nil { throw fail(t[2], "setup must be raw, firmware or ready") }
+            return make(nil, .join(name: t[1].text, options: opts))
+        case "check":
+            guard t.count == 2 else { throw fail(nil, "check needs the name of a built-in check") }
+            guard BuiltinChecks.all[t[1].text] != nil else {
+                throw fail(t[1], "unknown built-in check '\(t[1].text)' (known: \(BuiltinChecks.all.keys.sorted().joined(separator: ", ")))")
+            }
+            return make(nil, .check(t[1].text))
+        case "client":
+            guard t.count == 2 else { throw fail(nil, "client needs a name") }
+            return make(nil, .client(name: t[1].text))
+        case "sleep":
+            guard t.count == 2 else { throw fail(nil, "sleep needs a duration") }
+            return make(nil, .sleep(try seconds(t[1], fail: fail)))
+        default: break
+        }
+        guard t.count >= 2 else { throw fail(t[0], "unknown statement '\(t[0].text)'") }
+        let actor = t[0].text
+        let verb = t[1]
+        let args = Array(t[2...])
+        func need(_ n: Int, _ usage: String) throws {
+            guard args.count >= n else { throw fail(nil, "usage: \(actor) \(usage)") }
+        }
+        switch verb.text {
+        case "leave": return make(actor, .leave)
+        case "disconnect": return make(actor, .disconnect)
+        case "expect-closed": return make(actor, .expectClosed)
+        case "expect-no-msg":
+            let kv = try keyValues(args[...], allowed: ["timeout"], fail: fail)
+            return make(actor, .expectNoMessage(timeout: try kv["timeout"].map { try seconds(Token(text: $0, column: verb.column), fail: fail) } ?? 0.2))
+        case "expect-msg":
+            try need(1, "expect-msg INIT|EVENT_FD|PEER_GONE [field=value…]")
+            let type = args[0].text
+            let allowed: [String: Set<String>] = [
+                "INIT": ["version", "compatible", "id", "max-peers", "vectors", "protocol", "output", "fds"],
+                "EVENT_FD": ["id", "vector", "fds"], "PEER_GONE": ["id", "fds"],
+            ]
+            guard let keys = allowed[type] else { throw fail(args[0], "message type must be INIT, EVENT_FD or PEER_GONE") }
+            let kv = try keyValues(args[1...], allowed: keys, fail: fail)
+            var fields: [String: UInt64] = [:]
+            for (k, v) in kv { fields[k] = try number(Token(text: v, column: verb.column), fail: fail) }
+            return make(actor, .expectMessage(type: type, fields: fields))
+        case "send":
+            try need(1, "send <hex bytes>")
+            let hex = args.map(\.text).joined()
+            guard hex.count % 2 == 0, !hex.isEmpty else { throw fail(args[0], "send takes hex bytes, e.g. 01020304") }
+            var bytes: [UInt8] = []
+            var i = hex.startIndex
+            while i < hex.endIndex {
+                let j = hex.index(i, offsetBy: 2)
+                guard let b = UInt8(hex[i..<j], radix: 16) else { throw fail(args[0], "'\(hex[i..<j])' is not a hex byte") }
+                bytes.append(b)
+                i = j
+            }
+            return make(actor, .sendBytes(bytes))
+        case "reset": return make(actor, .reset)
+        case "ring":
+            try need(2, "ring <peer> <vector>")
+            return make(actor, .ring(target: args[0].text, vector: try number(args[1], fail: fail)))
+        case "state":
+            try need(1, "state <value>")
+            return make(actor, .state(try number(args[0], fail: fail)))
+        case "wait":
+            guard args.first?.text == "irq" else { throw fail(args.first ?? verb, "usage: \(actor) wait irq [vector=N] [timeout=S]") }
+            let kv = try keyValues(args[1...], allowed: ["vector", "timeout"], fail: fail)
+            let vector = try kv["vector"].map { Int(try number(Token(text: $0, column: verb.column), fail: fail)) }
+            let timeout = try kv["timeout"].map { try seconds(Token(text: $0, column: verb.column), fail: fail) } ?? 5
+            return make(actor, .waitIRQ(vector: vector, timeout: timeout))
+        case "expect":
+            try need(1, "expect finding <ID> | no-findings | no-irq [timeout=S] | peers <ids> | id <n>")
+            switch args[0].text {
+            case "finding":
+                try need(2, "expect finding <REQUIREMENT-ID>")
+                guard isRequirementID(args[1].text) else { throw fail(args[1], "'\(args[1].text)' is not a requirement ID") }
+                return make(actor, .expectFinding(args[1].text))
+            case "no-findings": return make(actor, .expectNoFindings)
+            case "no-irq":
+                let kv = try keyValues(args[1...], allowed: ["timeout"], fail: fail)
+                return make(actor, .expectNoIRQ(timeout: try kv["timeout"].map { try seconds(Token(text: $0, column: verb.column), fail: fail) } ?? 0.2))
+            case "peers":
+                try need(2, "expect peers <id,id,…>")
+                let ids = try args[1].text.split(separator: ",").map { s -> UInt32 in
+                    guard let v = UInt32(s) else { throw fail(args[1], "'\(s)' is not a peer ID") }
+                    return v
+                }
+                return make(actor, .expectPeers(ids))
+            case "id":
+                try need(2, "expect id <n>")
+                return make(actor, .expectID(UInt32(truncatingIfNeeded: try number(args[1], fail: fail))))
+            default:
+                throw fail(args[0], "unknown expectation '\(args[0].text)'")
+            }
+        default:
+            if let bits = accessBits(verb.text, "read") {
+                try need(1, "read\(bits) <space>:<offset> [== value [mask m]]")
+                let (space, offset) = try location(args[0], fail: fail)
+                var compare: (Script.Comparison, UInt64, mask: UInt64)?
+                if args.count > 1 {
+                    guard let op = Script.Comparison(rawValue: args[1].text) else { throw fail(args[1], "expected == or != after the location") }
+                    guard args.count >= 3 else { throw fail(nil, "missing the expected value") }
+                    var mask: UInt64 = bits == 64 ? .max : (1 << UInt64(bits)) - 1
+                    if args.count >= 5, args[3].text == "mask" { mask = try number(args[4], fail: fail) } else if args.count > 3 {
+                        throw fail(args[3], "unexpected '\(args[3].text)' (only 'mask <m>' may follow the value)")
+                    }
+                    compare = (op, try number(args[2], fail: fail), mask)
+                }
+                return make(actor, .read(bits: bits, space: space, offset: offset, compare: compare))
+            }
+            if let bits = accessBits(verb.text, "write") {
+                try need(2, "write\(bits) <space>:<offset> <value>")
+                let (space, offset) = try location(args[0], fail: fail)
+                return make(actor, .write(bits: bits, space: space, offset: offset, value: try number(args[1], fail: fail)))
+            }
+            throw fail(verb, "unknown command '\(verb.text)' (read8/16/32/64, write8/16/32/64, ring, state, wait, expect, reset, leave)")
+        }
+    }
+
+    static func accessBits(_ s: String, _ prefix: String) -> Int? {
+        guard s.hasPrefix(prefix), let b = Int(s.dropFirst(prefix.count)), [8, 16, 32, 64].contains(b) else { return nil }
+        return b
+    }
+
+    static func location(_ t: Token, fail: (Token?, String) -> ScriptError) throws -> (Script.Space, UInt64) {
+        let parts = t.text.split(separator: ":", maxSplits: 1).map(String.init)
+        guard parts.count == 2, let space = Script.Space(rawValue: parts[0]) else {
+            throw fail(t, "expected <space>:<offset> with space cfg, reg, msix, bar0, bar1, bar2, shm, mem or io; got '\(t.text)'")
+        }
+        return (space, try number(Token(text: parts[1], column: t.column + parts[0].count + 1), fail: fail))
+    }
+}
+
+extension String {
+    var trimmed: String {
+        var s = Substring(self)
+        while s.first?.isWhitespace == true { s.removeFirst() }
+        while s.last?.isWhitespace == true { s.removeLast() }
+        return String(s)
+    }
+    var replacingUnderscores: String { String(filter { $0 != "_" }) }
+}

@@ -1,0 +1,88 @@
+import IvshmemPosix
+import Synchronization
+
+/// One recorded event: a register access, an interrupt, a wire message or a finding.
+public struct TraceEvent: Sendable, Equatable, Codable {
+    public enum Kind: String, Sendable, Codable {
+        case configRead = "config-read", configWrite = "config-write"
+        case mmioRead = "mmio-read", mmioWrite = "mmio-write"
+        case pioRead = "pio-read", pioWrite = "pio-write"
+        case shmRead = "shm-read", shmWrite = "shm-write"
+        case interrupt, wire, finding, lifecycle
+    }
+    /// Seconds since the recorder started.
+    public var time: Double
+    public var peer: String
+    public var kind: Kind
+    public var address: UInt64?
+    public var size: Int?
+    public var value: UInt64?
+    public var detail: String?
+    public var requirement: String?
+
+    public var line: String {
+        var s = String(format6(time)) + " \(peer) \(kind.rawValue)"
+        if let a = address { s += " 0x" + String(a, radix: 16) }
+        if let n = size { s += "/\(n)" }
+        if let v = value { s += " = 0x" + String(v, radix: 16) }
+        if let d = detail { s += " " + d }
+        if let r = requirement { s += " [\(r)]" }
+        return s
+    }
+}
+
+func format6(_ t: Double) -> String {
+    let us = Int((t * 1e6).rounded())
+    let frac = String(us % 1_000_000)
+    return "\(us / 1_000_000)." + String(repeating: "0", count: 6 - frac.count) + frac
+}
+
+/// Records trace events from any thread, in order.
+public final class TraceRecorder: Sendable {
+    private let start = Monotonic.now()
+    private let events = Mutex<[TraceEvent]>([])
+
+    public init() {}
+
+    public func record(_ peer: String, _ kind: TraceEvent.Kind, address: UInt64? = nil, size: Int? = nil, value: UInt64? = nil, detail: String? = nil, requirement: String? = nil) {
+        let e = TraceEvent(time: Monotonic.now() - start, peer: peer, kind: kind, address: address, size: size, value: value, detail: detail, requirement: requirement)
+        events.withLock { $0.append(e) }
+    }
+
+    public var all: [TraceEvent] { events.withLock { $0 } }
+    public func last(_ n: Int) -> [TraceEvent] { events.withLock { Array($0.suffix(n)) } }
+    public var count: Int { events.withLock { $0.count } }
+
+    /// The trace as JSON lines (one object per event).
+    public func jsonLines() -> String { all.map(Self.line).joined() }
+
+    /// One event as a JSON line (with the newline).
+    public static func line(_ e: TraceEvent) -> String {
+        do {
+            var fields = ["\"time\":\(format6(e.time))", "\"peer\":\(jsonString(e.peer))", "\"kind\":\"\(e.kind.rawValue)\""]
+            if let a = e.address { fields.append("\"address\":\(a)") }
+            if let s = e.size { fields.append("\"size\":\(s)") }
+            if let v = e.value { fields.append("\"value\":\(v)") }
+            if let d = e.detail { fields.append("\"detail\":\(jsonString(d))") }
+            if let r = e.requirement { fields.append("\"requirement\":\(jsonString(r))") }
+            return "{" + fields.joined(separator: ",") + "}\n"
+        }
+    }
+}
+
+/// A JSON string literal.
+public func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where u.value < 0x20: out += "\\u" + String(repeating: "0", count: 4 - String(u.value, radix: 16).count) + String(u.value, radix: 16)
+        default: out.unicodeScalars.append(u)
+        }
+    }
+    return out + "\""
+}
