@@ -66,7 +66,7 @@ int ivs_pci_fill_info(struct pci_dev *d, int flags) {
 
 int ivs_pci_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
-int ivs_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+int ivs_pci_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 const char *ivs_pci_last_error(void) { return last_error; }
 

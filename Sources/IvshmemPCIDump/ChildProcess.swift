@@ -37,8 +37,8 @@ public enum ChildProcess {
     /// waits for it.
     public static func run(_ executable: String, _ arguments: [String]) throws -> SpawnResult {
         var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
-        guard ivs_pipe_cloexec(&outPipe) == 0 else { throw ChildProcessError(function: "pipe2", errno: errno) }
-        guard ivs_pipe_cloexec(&errPipe) == 0 else {
+        guard ivs_pci_pipe_cloexec(&outPipe) == 0 else { throw ChildProcessError(function: "pipe2", errno: errno) }
+        guard ivs_pci_pipe_cloexec(&errPipe) == 0 else {
             let e = errno
             close(outPipe[0]); close(outPipe[1])
             throw ChildProcessError(function: "pipe2", errno: e)

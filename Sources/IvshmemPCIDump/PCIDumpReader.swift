@@ -37,7 +37,19 @@ public enum PCIDumpReader {
 
     /// Decodes every function in `dumpText`, in libpci's device-list order.
     public static func decode(dumpText: String) throws -> [DecodedFunction] {
-        try withDumpFile(dumpText) { path in
+        try decode(dumpText: dumpText, staging: .automatic)
+    }
+
+    /// Where the text is put for libpci to `fopen`.
+    enum Staging {
+        /// A memfd behind /proc/self/fd, or a temporary file in $TMPDIR (else /tmp) without one.
+        case automatic
+        /// A temporary file in `directory`, unlinked after decoding.
+        case temporaryFile(directory: String)
+    }
+
+    static func decode(dumpText: String, staging: Staging) throws -> [DecodedFunction] {
+        try withDumpFile(dumpText, staging: staging) { path in
             guard let access = ivs_pci_open_dump(path) else {
                 let message = String(cString: ivs_pci_last_error())
                 throw PCIDumpError.libpci(message.isEmpty ? "pci_init failed without a message" : message)
@@ -177,20 +189,26 @@ public enum PCIDumpReader {
     /// Calls `body` with a path libpci's dump back-end can `fopen`: an anonymous memfd behind
     /// /proc/self/fd (nothing left on disk), or else a private temporary file that is unlinked
     /// afterwards. The descriptor is closed on every path.
-    static func withDumpFile<T>(_ text: String, _ body: (String) throws -> T) throws -> T {
+    static func withDumpFile<T>(_ text: String, staging: Staging, _ body: (String) throws -> T) throws -> T {
         var bytes = Array(text.utf8)
         // libpci treats an unterminated last line as an error; lspci -xxx output ends in "\n".
         if let last = bytes.last, last != UInt8(ascii: "\n") { bytes.append(UInt8(ascii: "\n")) }
 
-        let memfd = ivs_pci_memfd_create("ivshmem-pci-dump")
-        if memfd >= 0 {
-            defer { close(memfd) }
-            if access("/proc/self/fd/\(memfd)", F_OK) == 0 {
-                try writeAll(memfd, bytes)
-                return try body("/proc/self/fd/\(memfd)")
+        let dir: String
+        switch staging {
+        case .temporaryFile(let d):
+            dir = d
+        case .automatic:
+            let memfd = ivs_pci_memfd_create("ivshmem-pci-dump")
+            if memfd >= 0 {
+                defer { close(memfd) }
+                if access("/proc/self/fd/\(memfd)", F_OK) == 0 {
+                    try writeAll(memfd, bytes)
+                    return try body("/proc/self/fd/\(memfd)")
+                }
             }
+            dir = getenv("TMPDIR").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
         }
-        let dir = getenv("TMPDIR").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
         var template = Array("\(dir)/ivshmem-pci-dump-XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard fd >= 0 else { throw PCIDumpError.io("cannot create a temporary dump file in \(dir): \(String(cString: strerror(errno)))") }

@@ -72,8 +72,8 @@ func lineDiff(old: String, new: String, oldName: String, newName: String) -> Str
     var i = 0, j = 0
     while i < a.count || j < b.count {
         if i < a.count, j < b.count, a[i] == b[j] { ops.append((" ", a[i], i)); i += 1; j += 1 }
-        else if j < b.count, i == a.count || lcs[i][j + 1] >= lcs[i + 1][j] { ops.append(("+", b[j], i)); j += 1 }
-        else { ops.append(("-", a[i], i)); i += 1 }
+        else if i < a.count, j == b.count || lcs[i + 1][j] >= lcs[i][j + 1] { ops.append(("-", a[i], i)); i += 1 }
+        else { ops.append(("+", b[j], i)); j += 1 }
     }
     var out = "--- \(oldName)\n+++ \(newName)\n"
     var lastPrinted = -2

@@ -15,7 +15,7 @@ int ivs_pci_fill_info(struct pci_dev *d, int flags);
 int ivs_pci_memfd_create(const char *name);
 /// pipe2(fds, O_CLOEXEC): both ends close-on-exec from the start, so a child spawned by another
 /// thread cannot inherit them (and hold a write end open).
-int ivs_pipe_cloexec(int fds[2]);
+int ivs_pci_pipe_cloexec(int fds[2]);
 /// The last error libpci reported through our callback ("" if none).
 const char *ivs_pci_last_error(void);
 /// Looks up "vendor device" names into buf; returns buf.

@@ -1,0 +1,117 @@
+import Foundation
+import IvshmemHarness
+import IvshmemPosix
+import Testing
+
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+func fixture(_ relative: String) throws -> Script {
+    let path = repositoryRoot.appendingPathComponent(relative).path
+    return try ScriptParser.parse(String(contentsOfFile: path, encoding: .utf8), path: relative)
+}
+
+@Suite struct ScriptParserTests {
+    func error(_ text: String) -> ScriptError? {
+        do { _ = try ScriptParser.parse(text, path: "t.ivs"); return nil } catch { return error as? ScriptError }
+    }
+
+    @Test("a bad script gets an error with line and column")
+    func positions() throws {
+        let e1 = try #require(error("join A\nA frobnicate reg:0\n"))
+        #expect(e1.line == 2 && e1.column == 3)
+        #expect(e1.description.hasPrefix("t.ivs:2:3: error: unknown command 'frobnicate'"))
+        let e2 = try #require(error("join A\nA read32 reg:0xZZ == 1\n"))
+        #expect(e2.line == 2 && e2.column == 14, "\(e2)")
+        let e3 = try #require(error("join A\nA read32 nowhere:0 == 1\n"))
+        #expect(e3.message.contains("space") && e3.column == 10)
+        let e4 = try #require(error("covers REG-DB-3\n"))
+        #expect(e4.message.contains("inside a case"))
+        let e5 = try #require(error("case x\ncovers NOT-AN-ID\n"))
+        #expect(e5.message.contains("requirement ID") && e5.column == 8)
+        let e6 = try #require(error("check no-such-check\n"))
+        #expect(e6.message.contains("unknown built-in check"))
+        let e7 = try #require(error("join A bogus=1\n"))
+        #expect(e7.message.contains("unknown option 'bogus'"))
+        let e8 = try #require(error("# only a comment\n"))
+        #expect(e8.message.contains("no statements"))
+    }
+
+    @Test("cases, covers, profiles and profile-conditioned lines parse")
+    func structure() throws {
+        let s = try ScriptParser.parse("""
+            server vectors=3
+            case "one"  # comment
+            covers REG-DB-3 IRQ-MSIX-1
+            profiles spec
+            join A
+            [qemu-rfc] A write32 reg:0x10c 1
+            [!qemu-rfc] A read32 reg:0x0 == 0 mask 0xff
+            case two
+            join B
+            """, path: "t.ivs")
+        #expect(s.prelude.count == 1 && s.cases.count == 2)
+        #expect(s.cases[0].name == "one" && s.cases[0].covers == ["REG-DB-3", "IRQ-MSIX-1"] && s.cases[0].profiles == ["spec"])
+        #expect(s.cases[0].statements.count == 3)
+        #expect(s.cases[0].statements[1].applies(to: "qemu-rfc") && !s.cases[0].statements[1].applies(to: "spec"))
+        #expect(!s.cases[0].statements[2].applies(to: "qemu-rfc") && s.cases[0].statements[2].applies(to: "jailhouse"))
+    }
+}
+
+@Suite(.serialized) struct ScriptRunnerTests {
+    @Test("REG-ST-3, REG-DB-3: the two-peer example passes end to end")
+    func examplePasses() throws {
+        let results = ScriptRunner().run(try fixture("fixtures/scripts/two-peers.ivs"))
+        #expect(results.count == 1 && results.allSatisfy(\.passed), "\(Reports.text(results))")
+    }
+
+    @Test("REG-MAXP-1: the deliberately wrong expectation fails with its line, expected vs actual, and the trace")
+    func negativeExampleFails() throws {
+        let results = ScriptRunner().run(try fixture("fixtures/scripts/negative-wrong-expectation.ivs"))
+        let f = try #require(results.first?.failure)
+        #expect(f.line == 5)
+        #expect(f.statement == "A read32 reg:0x04 == 3")
+        #expect(f.expected == "0x3" && f.actual == "0x4")
+        #expect(f.traceTail.contains { $0.kind == .mmioRead && $0.value == 4 })
+        let text = Reports.text(results)
+        #expect(text.contains("FAIL") && text.contains("negative-wrong-expectation.ivs:5:") && text.contains("0 passed, 1 failed"))
+    }
+
+    @Test("JUnit XML and JSON reports carry failures")
+    func reports() throws {
+        let results = ScriptRunner().run(try fixture("fixtures/scripts/negative-wrong-expectation.ivs"))
+            + ScriptRunner().run(try fixture("fixtures/scripts/two-peers.ivs"))
+        let junit = Reports.junit(results)
+        #expect(junit.contains("<testsuites>") && junit.contains("<failure message=") && junit.contains("tests=\"1\" failures=\"1\""))
+        let json = try JSONSerialization.jsonObject(with: Data(Reports.json(results).utf8)) as? [[String: Any]]
+        #expect(json?.count == 2)
+        #expect(json?.first?["status"] as? String == "failed")
+        #expect((json?.first?["failure"] as? [String: Any])?["line"] as? Int == 5)
+    }
+
+    @Test("SRV-ID-2, SRV-VIRTIO-1: raw wire clients see the connect sequence and a refusal")
+    func rawClients() throws {
+        let results = ScriptRunner().run(try fixture("fixtures/scripts/server-wire.ivs"))
+        #expect(results.allSatisfy(\.passed), "\(Reports.text(results))")
+    }
+}
+
+@Suite(.serialized) struct ConformanceGateTests {
+    @Test("the coverage gate reports uncovered and unknown requirement IDs")
+    func gate() throws {
+        let dir = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-conf.XXXXXX")
+        defer { FileSystem.removeDirectoryTree(dir) }
+        try FileSystem.writeFile(dir + "/a.ivs", bytes: Array("""
+            case "max peers"
+            covers REG-MAXP-1 ZZZ-NOPE-1
+            join A
+            A read32 reg:0x04 == 4
+            """.utf8))
+        let spec = "- **REG-MAXP-1** Max peers.\n- **REG-ID-1** The ID.\n"
+        let report = try Conformance.run(directory: dir, specText: spec, profiles: ["spec", "qemu-rfc"])
+        #expect(report.uncovered == ["REG-ID-1"])
+        #expect(report.unknown.map(\.id) == ["ZZZ-NOPE-1"])
+        #expect(!report.ok)
+        #expect(report.status("REG-MAXP-1", "spec") == "pass" && report.status("REG-ID-1", "spec") == "-")
+        #expect(report.matrix().contains("without a case: REG-ID-1"))
+    }
+}
