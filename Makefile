@@ -8,7 +8,7 @@ BIN_DEBUG   := .build/debug/ivshmem2
 BIN_RELEASE := .build/release/ivshmem2
 PREFIX      ?= /usr/local
 
-.PHONY: all build release test demo deps tables bench clean help
+.PHONY: all build release test demo deps tables bench bench-smoke clean help
 
 all: build
 
@@ -16,6 +16,8 @@ help:
 	@echo "make build    debug build of the library and the ivshmem2 tool"
 	@echo "make test     install deps, build, run every test (unit, conformance, server, libpci)"
 	@echo "make demo     start a server and two emulated peers, print their conversation"
+	@echo "make bench    release build, run every benchmark against its baseline, write bench/"
+	@echo "make bench-smoke  the same benchmarks, tiny (CI: keeps the benchmark code from rotting)"
 	@echo "make tables   regenerate Sources/IvshmemSpec/EmbeddedTables.swift from spec/tables"
 
 # System packages: libpci (our config-space decoder) and lspci (used by the tests).
@@ -40,6 +42,19 @@ release: deps tables
 test: build
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
 	$(SWIFT) test --skip-build --no-parallel $(SWIFT_FLAGS) 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
+	$(MAKE) bench-smoke
+
+# Benchmarks: ratios against baselines measured in the same run (never timed assertions).
+# `bench` writes bench/results.json, bench/results.md and bench/latency.svg.
+BENCH_RELEASE := .build/release/ivshmem2-bench
+bench: deps tables
+	$(SWIFT) build -c release --product ivshmem2-bench $(SWIFT_FLAGS)
+	$(BENCH_RELEASE) --out bench
+
+# Small N, few iterations, debug build; results go to .build/bench-smoke, not bench/.
+bench-smoke: deps tables
+	$(SWIFT) build --product ivshmem2-bench $(SWIFT_FLAGS)
+	.build/debug/ivshmem2-bench --smoke --out .build/bench-smoke
 
 demo: build
 	$(BIN_DEBUG) demo

@@ -54,6 +54,7 @@ let package = Package(
         .executableTarget(name: "ivshmem2", dependencies: [
             "IvshmemModel", "IvshmemPlatform", "IvshmemServer", "IvshmemTransport", "IvshmemPosix", "IvshmemHarness",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 

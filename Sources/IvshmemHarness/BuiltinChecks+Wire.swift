@@ -1,4 +1,894 @@
+import Foundation
+import IvshmemModel
+import IvshmemPosix
+import IvshmemServer
+import IvshmemSpec
+import IvshmemTransport
+import IvshmemWire
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// MARK: - Support shared by the wire and server checks
+
+/// Fails a check unless `condition` holds.
+func require(_ condition: @autoclosure () throws -> Bool, _ expected: @autoclosure () -> String, _ actual: @autoclosure () -> String) throws {
+    if !(try condition()) { throw CheckFailure(expected: expected(), actual: actual()) }
+}
+
+/// Polls until `condition` holds or `timeout` seconds pass.
+func pollUntil(timeout: Double = 5, _ condition: () -> Bool) -> Bool {
+    let deadline = Monotonic.now() + timeout
+    while Monotonic.now() < deadline {
+        if condition() { return true }
+        Monotonic.sleep(seconds: 0.002)
+    }
+    return condition()
+}
+
+func le32(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+func le64(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+func readLE32(_ b: [UInt8], _ at: Int) -> UInt32 { (0..<4).reduce(UInt32(0)) { $0 | UInt32(b[at + $1]) << (8 * UInt32($1)) } }
+func readLE64(_ b: [UInt8], _ at: Int) -> UInt64 { (0..<8).reduce(UInt64(0)) { $0 | UInt64(b[at + $1]) << (8 * UInt64($1)) } }
+func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined() }
+
+/// Raw bytes of a message with an arbitrary header.
+func rawMessage(type: UInt32, length: UInt32, body: [UInt8]) -> [UInt8] { le32(type) + le32(length) + body }
+
+/// What `/proc/self/fd/N` points at (e.g. `anon_inode:[eventfd]`).
+func descriptorTarget(_ fd: FileDescriptor) -> String { (try? FileSystem.readLink("/proc/self/fd/\(fd.rawValue)")) ?? "?" }
+
+/// A wire client that keeps the descriptors it receives and the raw bytes of each message:
+/// for checks that look below what `RawWireClient` reports (lengths, fd placement, fd use).
+final class FDWireClient: @unchecked Sendable {
+    struct Message {
+        var header: MessageHeader
+        var body: [UInt8]
+        var fds: [FileDescriptor]
+        /// Whether every fd came with the recvmsg that returned the message's first byte.
+        var fdsWithFirstByte: Bool
+        var rawBytes: [UInt8] { le32(header.type) + le32(header.length) + body }
+        var typeName: String { header.messageType.map { "\($0)" } ?? "type \(header.type)" }
+    }
+    let socket: FileDescriptor
+    private var reader = MessageReader()
+    private var pending: [FileDescriptor] = []
+    private var startedWithFDs = false
+    private var atMessageStart = true
+    private var lateFDs = false
+    private(set) var closedByServer = false
+    /// Every fd received and not yet closed (closed by `close()`).
+    private(set) var kept: [FileDescriptor] = []
+
+    init(path: String) throws {
+        socket = try UnixSocket.connect(path: path)
+        try socket.setNonBlocking(true)
+    }
+
+    deinit { close() }
+
+    func close() {
+        for fd in kept + pending { fd.closeQuietly() }
+        kept.removeAll()
+        pending.removeAll()
+        socket.closeQuietly()
+    }
+
+    /// The next message within `timeout`, nil on timeout or end of file (`closedByServer`).
+    func next(timeout: Double = 5) throws -> Message? {
+        let deadline = Monotonic.now() + timeout
+        while true {
+            let m: ReceivedMessage
+            do {
+                m = try UnixSocket.receiveMessage(on: socket, maxBytes: max(reader.bytesWanted, 1), maxFDs: 8)
+            } catch let e as SystemCallError where e.errno == .wouldBlock {
+                let left = deadline - Monotonic.now()
+                if left <= 0 { return nil }
+                _ = try socket.waitReadable(timeoutMilliseconds: Int32(max(1, min(left, 1) * 1000)))
+                continue
+            } catch let e as SystemCallError where e.errno == .connectionReset {
+                closedByServer = true
+                return nil
+            }
+            if m.bytes.isEmpty {
+                for fd in m.fds { fd.closeQuietly() }
+                closedByServer = true
+                return nil
+            }
+            if atMessageStart {
+                startedWithFDs = !m.fds.isEmpty
+                atMessageStart = false
+            } else if !m.fds.isEmpty {
+                lateFDs = true
+            }
+            pending += m.fds
+            if let frame = try reader.consume(m.bytes) {
+                let msg = Message(header: frame.header, body: frame.body, fds: pending, fdsWithFirstByte: !lateFDs)
+                kept += pending
+                pending = []
+                atMessageStart = true
+                lateFDs = false
+                _ = startedWithFDs
+                return msg
+            }
+        }
+    }
+
+    /// The next message decoded (`initial`: as the first message of a connection).
+    func nextDecoded(initial: Bool = false, timeout: Double = 5) throws -> (WireMessage, Message)? {
+        guard let m = try next(timeout: timeout) else { return nil }
+        let decoded: WireMessage
+        if initial { decoded = .initial(try WireMessage.decodeInitial(header: m.header, body: m.body)) } else {
+            decoded = try WireMessage.decodeFollowing(header: m.header, body: m.body)
+        }
+        return (decoded, m)
+    }
+
+    /// Reads messages until none arrives within `quiet` seconds.
+    func drain(quiet: Double = 0.1) throws -> [Message] {
+        var out: [Message] = []
+        while let m = try next(timeout: quiet) { out.append(m) }
+        return out
+    }
+
+    /// Expects the next message to be `wanted` (fds counted separately).
+    @discardableResult
+    func expect(_ wanted: WireMessage, fds: Int? = nil, timeout: Double = 5, who: String = "client") throws -> Message {
+        guard let m = try next(timeout: timeout) else {
+            throw CheckFailure(expected: "\(who) to receive \(wanted)", actual: closedByServer ? "the server closed the connection" : "nothing within \(timeout) s")
+        }
+        let initial: Bool
+        if case .initial = wanted { initial = true } else { initial = false }
+        let got: WireMessage? = initial ? (try? WireMessage.decodeInitial(header: m.header, body: m.body)).map { .initial($0) }
+            : try? WireMessage.decodeFollowing(header: m.header, body: m.body)
+        let wantFDs = fds ?? (wanted.carriesFileDescriptor ? 1 : 0)
+        try require(got == wanted && m.fds.count == wantFDs, "\(who) to receive \(wanted) with \(wantFDs) fd(s)",
+                    "\(got.map { "\($0)" } ?? "undecodable \(m.typeName) len \(m.header.length)") with \(m.fds.count) fd(s)")
+        return m
+    }
+
+    /// Expects the server to close the connection, allowing nothing before it.
+    func expectSilentClose(timeout: Double = 5, who: String) throws {
+        if let m = try next(timeout: timeout) {
+            throw CheckFailure(expected: "\(who) to be closed without any message", actual: "\(m.typeName) len \(m.header.length) with \(m.fds.count) fd(s)")
+        }
+        try require(closedByServer, "\(who) to be closed by the server", "still open after \(timeout) s")
+    }
+
+    /// Maps the shared memory received with INIT (the first kept fd).
+    func mapSharedMemory(_ fd: FileDescriptor) throws -> MemoryMapping {
+        try MemoryMapping(fd: fd, size: try fd.size())
+    }
+
+    func send(_ bytes: [UInt8]) throws { _ = try UnixSocket.sendMessage(on: socket, bytes: bytes) }
+
+    /// Closes the fds kept so far; the connection stays.
+    func closeKept() {
+        for fd in kept { fd.closeQuietly() }
+        kept.removeAll()
+    }
+}
+
+/// A server that follows a script instead of the protocol (the transport tests' technique):
+/// it accepts one device and sends exactly the bytes and fds the check gives it.
+final class HostileServer: @unchecked Sendable {
+    let directory: String
+    let path: String
+    private let listener: FileDescriptor
+    private(set) var connection: FileDescriptor?
+    private var thread: Thread?
+    private let done = DispatchSemaphore(value: 0)
+    private let proceed = DispatchSemaphore(value: 0)
+    private var closed = false
+    private(set) var scriptError: (any Error)?
+    /// Descriptors the script created and keeps (closed by `close()`).
+    var kept: [FileDescriptor] = []
+
+    init() throws {
+        directory = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-hostile.XXXXXX")
+        path = directory + "/s.sock"
+        do { listener = try UnixSocket.listen(path: path, backlog: 4, nonBlocking: false) } catch {
+            FileSystem.removeDirectoryTree(directory)
+            throw error
+        }
+    }
+
+    deinit { close() }
+
+    /// Accepts one client on a background thread and runs `script` on its connection.
+    func serve(_ script: @escaping @Sendable (HostileServer, FileDescriptor) throws -> Void) {
+        let t = Thread { [self] in
+            defer { done.signal() }
+            guard let c = try? UnixSocket.accept(listener, nonBlocking: false) else { return }
+            connection = c
+            do { try script(self, c) } catch { scriptError = error }
+        }
+        thread = t
+        t.start()
+    }
+
+    func waitForScript() { done.wait() }
+
+    func send(_ c: FileDescriptor, _ bytes: [UInt8], fds: [FileDescriptor] = []) throws {
+        var sent = 0
+        var attach = fds
+        while sent < bytes.count {
+            sent += try UnixSocket.sendMessage(on: c, bytes: Array(bytes[sent...]), fds: attach)
+            attach = []
+        }
+    }
+
+    func send(_ c: FileDescriptor, _ m: WireMessage, fd: FileDescriptor? = nil) throws {
+        try send(c, m.encode(), fds: fd.map { [$0] } ?? [])
+    }
+
+    /// A shared-memory fd (memfd) kept by the server.
+    func sharedMemory(size: Int) throws -> FileDescriptor {
+        let fd = try IvshmemPosix.SharedMemory.createAnonymous(name: "hostile", size: size)
+        kept.append(fd)
+        return fd
+    }
+
+    /// An eventfd kept by the server.
+    func eventFD() throws -> EventFD {
+        let e = try EventFD.create()
+        kept.append(e.fd)
+        return e
+    }
+
+    /// Closes the connection only (the device sees the hang-up).
+    func hangUp() {
+        connection?.closeQuietly()
+        connection = nil
+    }
+
+    /// Idempotent.
+    func close() {
+        guard !closed else { return }
+        closed = true
+        connection?.closeQuietly()
+        connection = nil
+        listener.closeQuietly()
+        for fd in kept { fd.closeQuietly() }
+        kept.removeAll()
+        FileSystem.removeDirectoryTree(directory)
+    }
+}
+
+/// INIT bytes with any field values.
+func initBytes(type: UInt32 = 0, length: UInt32 = 40, version: UInt32 = 2, compatible: UInt32 = 2, id: UInt32 = 0, maxPeers: UInt32 = 4,
+               vectors: UInt32 = 2, proto: UInt32 = 0x4001, output: UInt64 = 0x10000, extra: [UInt8] = []) -> [UInt8] {
+    rawMessage(type: type, length: length + UInt32(extra.count),
+               body: le32(version) + le32(compatible) + le32(id) + le32(maxPeers) + le32(vectors) + le32(proto) + le64(output) + extra)
+}
+
+enum WireCheckSupport {
+    static let oneMiB = 1 << 20
+
+    /// Runs `script` on a hostile server and attaches a device to it under `profile`.
+    static func attempt(profile: String, _ script: @escaping @Sendable (HostileServer, FileDescriptor) throws -> Void) throws -> (HostileServer, Result<AttachedDevice, any Error>) {
+        let server = try HostileServer()
+        server.serve(script)
+        let r = Result { try AttachedDevice.attach(socketPath: server.path, options: AttachOptions(profile: profile)) }
+        server.waitForScript()
+        return (server, r)
+    }
+
+    /// The attach must fail with an error mentioning one of `mentioning`, and leave no fd open.
+    static func expectAttachFails(_ ctx: CheckContext, what: String, profile: String? = nil, mentioning: [String],
+                                  _ script: @escaping @Sendable (HostileServer, FileDescriptor) throws -> Void) throws {
+        let before = FileDescriptor.openCount()
+        let (server, r) = try attempt(profile: profile ?? ctx.profile, script)
+        server.close()
+        switch r {
+        case .success(let d):
+            let id = d.device.id
+            d.close()
+            throw CheckFailure(expected: "the attach to fail: \(what)", actual: "attached as peer \(id)")
+        case .failure(let e):
+            ctx.trace.record("check", .lifecycle, detail: "attach refused (\(what)): \(e)")
+            try require(mentioning.contains { "\(e)".contains($0) }, "an error about \(what) mentioning \(mentioning.map { "\"\($0)\"" }.joined(separator: " or "))", "\(e)")
+        }
+        let after = FileDescriptor.openCount()
+        try require(after == before, "no descriptor left open after the failed attach (\(what), WIRE-CLI-19)", "\(after - before) more open (\(before) before, \(after) after)")
+    }
+
+    /// The attach must succeed; `body` examines the device, which is closed afterwards, and
+    /// no descriptor may be left open.
+    static func expectAttach(_ ctx: CheckContext, what: String, profile: String? = nil,
+                             _ script: @escaping @Sendable (HostileServer, FileDescriptor) throws -> Void,
+                             _ body: (AttachedDevice, HostileServer) throws -> Void = { _, _ in }) throws {
+        let before = FileDescriptor.openCount()
+        let (server, r) = try attempt(profile: profile ?? ctx.profile, script)
+        defer { server.close() }
+        let d: AttachedDevice
+        switch r {
+        case .success(let dev): d = dev
+        case .failure(let e): throw CheckFailure(expected: "the attach to succeed: \(what)", actual: "\(e)")
+        }
+        ctx.trace.record("check", .lifecycle, detail: "attached as peer \(d.device.id) (\(what))")
+        do { try body(d, server) } catch {
+            d.close()
+            throw error
+        }
+        d.close()
+        server.close()
+        let after = FileDescriptor.openCount()
+        try require(after == before, "no descriptor left open after detaching (\(what))", "\(after - before) more open")
+    }
+
+    static func protocolErrors(_ d: AttachedDevice) -> [String] {
+        d.linkEvents.compactMap { if case .protocolError(let m) = $0 { return m }; return nil }
+    }
+
+    /// A standard opening: INIT (id, 4 peers, 2 vectors, 64K output, 1 MiB) and the own eventfds.
+    static func standardInit(_ s: HostileServer, _ c: FileDescriptor, id: UInt32 = 0, ownEventFDs: Bool = true) throws -> [EventFD] {
+        let shm = try s.sharedMemory(size: oneMiB)
+        try s.send(c, initBytes(id: id), fds: [shm])
+        guard ownEventFDs else { return [] }
+        var own: [EventFD] = []
+        for v: UInt32 in 0..<2 {
+            let e = try s.eventFD()
+            try s.send(c, .eventFD(id: id, vector: v), fd: e.fd)
+            own.append(e)
+        }
+        return own
+    }
+
+    /// A platform-attached peer (MSI-X ready) around an attached device.
+    static func drivenPeer(_ d: AttachedDevice, _ ctx: CheckContext, name: String = "D") throws -> HarnessPeer {
+        let p = try HarnessPeer(name: name, link: d, trace: ctx.trace)
+        try p.prepare(.ready)
+        return p
+    }
+
+    static func vectorLimit(_ profile: String) -> UInt32 { profile == "jailhouse" ? 16 : 1024 }
+}
+
 extension BuiltinChecks {
     /// Built-in conformance checks for the wire requirements that scripts cannot express.
-    static let wireChecks: [BuiltinCheck] = []
+    static let wireChecks: [BuiltinCheck] = wireMessageChecks + wireClientChecks + peerChecks
+
+    // MARK: - What the server puts on the wire
+
+    static let wireMessageChecks: [BuiltinCheck] = [
+        BuiltinCheck(name: "wire-init-layout", summary: "INIT bytes: LE header type 0 len 40, version/compatible 2, fields, one shm fd of the configured size, sent with the message") { ctx in
+            let sock = try UnixSocket.connect(path: ctx.socketPath)
+            defer { sock.closeQuietly() }
+            let status = try FileSystem.status(ofPath: ctx.socketPath)
+            try require(status?.isSocket == true, "the server's path to be a UNIX socket (WIRE-GEN-1)", "\(String(describing: status))")
+            var type: Int32 = 0
+            var len = socklen_t(MemoryLayout<Int32>.size)
+            _ = getsockopt(sock.rawValue, SOL_SOCKET, SO_TYPE, &type, &len)
+            try require(type == Int32(SOCK_STREAM.rawValue), "a stream socket (WIRE-GEN-1)", "socket type \(type)")
+            let c = try FDWireClient(path: ctx.socketPath)
+            defer { c.close() }
+            guard let m = try c.next() else { throw CheckFailure(expected: "INIT", actual: "nothing") }
+            let raw = m.rawBytes
+            ctx.trace.record("check", .wire, detail: "INIT bytes \(hex(raw)) with \(m.fds.count) fd(s)")
+            let cfg = ctx.server
+            try require(raw.count == 40, "40 bytes of INIT", "\(raw.count)")
+            let id = readLE32(raw, 16)  // other clients of the case may hold lower IDs
+            try require(UInt64(id) < cfg.maxPeers, "an ID below max peers", "\(id)")
+            let expected = le32(0) + le32(40) + le32(2) + le32(2) + le32(id) + le32(UInt32(cfg.maxPeers)) + le32(UInt32(cfg.vectors))
+                + le32(cfg.advertisedProtocol(forPeer: id)) + le64(cfg.outputSectionSize)
+            try require(raw == expected, "INIT bytes \(hex(expected)) (little-endian, WIRE-INIT-1, WIRE-INIT-2)", hex(raw))
+            try require(m.fds.count == 1, "exactly one fd with INIT", "\(m.fds.count)")
+            try require(m.fdsWithFirstByte, "the fd to arrive with the INIT bytes (WIRE-GEN-3)", "it came with a later part")
+            let size = try m.fds[0].size()
+            try require(UInt64(size) == cfg.size, "the shm fd's size to be the configured \(cfg.size) (WIRE-INIT-1, SRV-SHM-1)", "\(size)")
+            let target = descriptorTarget(m.fds[0])
+            try require(!target.contains("eventfd"), "the INIT fd to be the shared memory", target)
+        },
+        BuiltinCheck(name: "wire-message-layout", summary: "EVENT_FD len 16 with one eventfd, PEER_GONE len 12 without fd, each fd with its own message") { ctx in
+            let x = try FDWireClient(path: ctx.socketPath)
+            defer { x.close() }
+            let y = try FDWireClient(path: ctx.socketPath)
+            defer { y.close() }
+            let V = Int(ctx.server.vectors)
+            var sawEvent = false, sawGone = false
+            func examine(_ who: String, _ m: FDWireClient.Message) throws {
+                ctx.trace.record(who, .wire, detail: "\(m.typeName) \(hex(m.rawBytes)) fds \(m.fds.count)")
+                try require(m.header.length == UInt32(m.rawBytes.count), "len to count the whole message with its header (WIRE-GEN-2)", "len \(m.header.length), \(m.rawBytes.count) bytes")
+                switch m.header.type {
+                case 0: break
+                case 1:
+                    sawEvent = true
+                    try require(m.header.length == 16, "EVENT_FD len 16 (WIRE-EVT-1)", "\(m.header.length)")
+                    try require(m.fds.count == 1, "EVENT_FD with exactly one fd (WIRE-EVT-1, WIRE-GEN-3)", "\(m.fds.count)")
+                    try require(m.fdsWithFirstByte, "the eventfd to come with its own message's bytes (WIRE-GEN-3)", "it came with a later read")
+                    let t = descriptorTarget(m.fds[0])
+                    try require(t.contains("eventfd"), "an eventfd with EVENT_FD", t)
+                case 2:
+                    sawGone = true
+                    try require(m.header.length == 12, "PEER_GONE len 12 (WIRE-GONE-1)", "\(m.header.length)")
+                    try require(m.fds.isEmpty, "PEER_GONE without fd (WIRE-GONE-1)", "\(m.fds.count) fd(s)")
+                default:
+                    throw CheckFailure(expected: "message types 0, 1, 2 only", actual: "type \(m.header.type)")
+                }
+            }
+            var yid: UInt32 = 0
+            for (name, c) in [("X", x), ("Y", y)] {
+                let ms = try c.drain(quiet: 0.2)
+                try require(ms.count >= 1 + V, "\(name) to receive INIT and eventfds", "\(ms.count) messages")
+                if name == "Y" { yid = readLE32(ms[0].body, 8) }
+                for m in ms { try examine(name, m) }
+            }
+            y.close()
+            guard let gone = try x.next() else { throw CheckFailure(expected: "PEER_GONE at X after Y left", actual: "nothing") }
+            try examine("X", gone)
+            try require(readLE32(gone.body, 0) == yid, "PEER_GONE for Y's id \(yid)", "id \(readLE32(gone.body, 0))")
+            try require(sawEvent && sawGone, "EVENT_FD and PEER_GONE messages to examine", "event \(sawEvent), gone \(sawGone)")
+        },
+        BuiltinCheck(name: "wire-eventfd-signals", summary: "adding to a received EVENT_FD eventfd interrupts that peer's vector") { ctx in
+            let harness = try Harness(server: .external(socketPath: ctx.socketPath))
+            defer { harness.close() }
+            let x = try FDWireClient(path: ctx.socketPath)
+            defer { x.close() }
+            _ = try x.drain(quiet: 0.1)
+            let a = try harness.join(name: "A", options: AttachOptions(profile: ctx.profile), setup: .ready)
+            var fds: [UInt32: EventFD] = [:]
+            for m in try x.drain(quiet: 0.2) {
+                if case .eventFD(let id, let v) = try WireMessage.decodeFollowing(header: m.header, body: m.body), id == a.id, let fd = m.fds.first {
+                    fds[v] = EventFD(fd: fd)
+                }
+            }
+            try require(fds.count == Int(ctx.server.vectors), "X to receive A's \(ctx.server.vectors) eventfds", "\(fds.keys.sorted())")
+            for v in (0..<UInt32(ctx.server.vectors)).reversed() {
+                let cursor = a.interruptCount
+                try fds[v]!.signal()
+                guard a.waitForInterrupt(vector: Int(v), after: cursor, timeout: 2) != nil else {
+                    throw CheckFailure(expected: "A to be interrupted on vector \(v) after X added 1 to EVENT_FD(\(a.id), \(v))'s eventfd", actual: "no interrupt")
+                }
+            }
+        },
+        BuiltinCheck(name: "wire-device-silent", summary: "a device never writes to the server socket, whatever it is made to do") { ctx in
+            try WireCheckSupport.expectAttach(ctx, what: "silent device", { s, c in
+                _ = try WireCheckSupport.standardInit(s, c)
+                for v: UInt32 in 0..<2 { try s.send(c, .eventFD(id: 1, vector: v), fd: try s.eventFD().fd) }
+            }) { d, s in
+                let p = try WireCheckSupport.drivenPeer(d, ctx)
+                try require(d.waitForPeers(timeout: 5) { $0 == [0, 1] }, "peers 0 and 1 active", "\(d.activePeers)")
+                p.barWrite(0, offset: 0x10, size: 4, value: 5)  // state
+                p.barWrite(0, offset: 0x0C, size: 4, value: 1 << 16 | 1)  // ring peer 1
+                p.barWrite(0, offset: 0x0C, size: 4, value: 0)  // ring self
+                p.barWrite(0, offset: 0x0C, size: 4, value: 3 << 16)  // ring an inactive peer
+                p.device.reset()
+                guard let conn = s.connection else { throw CheckFailure(expected: "the connection", actual: "none") }
+                try s.send(conn, .peerGone(id: 1))
+                try s.send(conn, rawMessage(type: 9, length: 12, body: le32(0)))  // an error the device records
+                Monotonic.sleep(seconds: 0.2)
+                var byte: UInt8 = 0
+                let n = recv(conn.rawValue, &byte, 1, Int32(MSG_DONTWAIT | MSG_PEEK))
+                let err = errno
+                try require(n < 0 && (err == EAGAIN || err == EWOULDBLOCK), "nothing readable from the device (WIRE-GEN-4)",
+                            n == 0 ? "the device closed the socket" : n > 0 ? "the device wrote data" : "recv error \(err)")
+            }
+        },
+    ]
+
+    // MARK: - Device-side validation of what a server sends (WIRE-CLI-*)
+
+    static let wireClientChecks: [BuiltinCheck] = [
+        BuiltinCheck(name: "wire-cli-1", summary: "the first message must be INIT of len >= 40") { ctx in
+            try WireCheckSupport.expectAttachFails(ctx, what: "EVENT_FD first", mentioning: ["INIT", "type"]) { s, c in
+                try s.send(c, initBytes(type: 1), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+            }
+            try WireCheckSupport.expectAttachFails(ctx, what: "PEER_GONE first", mentioning: ["INIT", "type"]) { s, c in
+                try s.send(c, WireMessage.peerGone(id: 1).encode())
+            }
+            try WireCheckSupport.expectAttachFails(ctx, what: "INIT with len 32", mentioning: ["40", "short", "len"]) { s, c in
+                try s.send(c, rawMessage(type: 0, length: 32, body: Array(repeating: 0, count: 24)), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+            }
+            try WireCheckSupport.expectAttach(ctx, what: "INIT with len 40") { s, c in
+                _ = try WireCheckSupport.standardInit(s, c, ownEventFDs: false)
+            }
+        },
+        BuiltinCheck(name: "wire-cli-2", summary: "bytes beyond a message's fixed size are skipped") { ctx in
+            try WireCheckSupport.expectAttach(ctx, what: "padded messages", { s, c in
+                try s.send(c, initBytes(id: 0, extra: [0xAA, 0xBB, 0xCC, 0xDD, 1, 2, 3, 4]), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+                try s.send(c, rawMessage(type: 1, length: 24, body: le32(1) + le32(0) + [9, 9, 9, 9, 9, 9, 9, 9]), fds: [try s.eventFD().fd])
+                try s.send(c, rawMessage(type: 1, length: 20, body: le32(2) + le32(0) + [7, 7, 7, 7]), fds: [try s.eventFD().fd])
+                try s.send(c, rawMessage(type: 2, length: 16, body: le32(2) + [5, 5, 5, 5]))
+                try s.send(c, .eventFD(id: 3, vector: 0), fd: try s.eventFD().fd)
+            }) { d, _ in
+                try require(d.waitForPeers(timeout: 5) { $0 == [1, 3] }, "peers 1 and 3 active, 2 gone: every padded message parsed in step (WIRE-CLI-2)", "\(d.activePeers), events \(d.linkEvents)")
+                try require(WireCheckSupport.protocolErrors(d).isEmpty, "no protocol errors for padded messages", "\(WireCheckSupport.protocolErrors(d))")
+                try require(d.device.layout.geometry.rwSectionSize == UInt64(WireCheckSupport.oneMiB) - 0x1000 - 4 * 0x10000, "the padded INIT's fields used", "RW \(d.device.layout.geometry.rwSectionSize)")
+            }
+        },
+        BuiltinCheck(name: "wire-cli-3", summary: "compatible_version must be 2; version is not checked") { ctx in
+            for compat: UInt32 in [1, 3] {
+                try WireCheckSupport.expectAttachFails(ctx, what: "compatible_version \(compat)", mentioning: ["compatible"]) { s, c in
+                    try s.send(c, initBytes(compatible: compat), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+                }
+            }
+            for version: UInt32 in [1, 3, 0xFFFF_FFFF] {
+                try WireCheckSupport.expectAttach(ctx, what: "version \(version) with compatible_version 2") { s, c in
+                    try s.send(c, initBytes(version: version), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+                }
+            }
+        },
+        BuiltinCheck(name: "wire-cli-4", summary: "the INIT id must be <= 65535 and < max_peers") { ctx in
+            try WireCheckSupport.expectAttachFails(ctx, what: "id 4 with max_peers 4", mentioning: ["id", "ID", "4"]) { s, c in
+                try s.send(c, initBytes(id: 4, maxPeers: 4), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+            }
+            try WireCheckSupport.expectAttachFails(ctx, what: "id 65536 with max_peers 65536", mentioning: ["id", "ID", "65535", "65536"]) { s, c in
+                try s.send(c, initBytes(id: 65536, maxPeers: 65536, output: 0), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+            }
+            try WireCheckSupport.expectAttach(ctx, what: "id 3 with max_peers 4") { s, c in
+                try s.send(c, initBytes(id: 3, maxPeers: 4), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+            } _: { d, _ in try require(d.device.id == 3, "ID 3", "\(d.device.id)") }
+            try WireCheckSupport.expectAttach(ctx, what: "id 65535 with max_peers 65536") { s, c in
+                try s.send(c, initBytes(id: 65535, maxPeers: 65536, output: 0), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+            } _: { d, _ in try require(d.device.readRegister(0x00) == 65535, "the ID register 65535", "\(d.device.readRegister(0x00))") }
+        },
+        BuiltinCheck(name: "wire-cli-5", summary: "max_peers must be in 2..65536") { ctx in
+            for n: UInt32 in [0, 1, 65537] {
+                try WireCheckSupport.expectAttachFails(ctx, what: "max_peers \(n)", mentioning: ["max", "peers", "Peers"]) { s, c in
+                    try s.send(c, initBytes(id: 0, maxPeers: n, output: 0), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+                }
+            }
+            for n: UInt32 in [2, 65536] {
+                try WireCheckSupport.expectAttach(ctx, what: "max_peers \(n)") { s, c in
+                    try s.send(c, initBytes(id: 1, maxPeers: n, output: 0), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+                } _: { d, _ in try require(d.device.readRegister(0x04) == n, "Maximum Peers \(n)", "\(d.device.readRegister(0x04))") }
+            }
+        },
+        BuiltinCheck(name: "wire-cli-6", summary: "vectors must be in 1..1024 and within the profile's limit") { ctx in
+            let limit = WireCheckSupport.vectorLimit(ctx.profile)
+            for v: UInt32 in Array(Set([0, 1025, limit + 1])).sorted() {
+                try WireCheckSupport.expectAttachFails(ctx, what: "\(v) vectors under \(ctx.profile)", mentioning: ["vector"]) { s, c in
+                    try s.send(c, initBytes(vectors: v), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+                }
+            }
+            for v: UInt32 in [1, limit] {
+                try WireCheckSupport.expectAttach(ctx, what: "\(v) vectors under \(ctx.profile)") { s, c in
+                    try s.send(c, initBytes(vectors: v), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+                } _: { d, _ in try require(d.device.configuration.vectors == Int(v), "\(v) vectors", "\(d.device.configuration.vectors)") }
+            }
+        },
+        BuiltinCheck(name: "wire-cli-7", summary: "INIT must carry an fd; the size is the fd's fstat size") { ctx in
+            try WireCheckSupport.expectAttachFails(ctx, what: "INIT without fd", mentioning: ["WIRE-CLI-7", "descriptor", "fd"]) { s, c in
+                try s.send(c, initBytes())
+            }
+            let size = 0xC3000  // not a power of two
+            try WireCheckSupport.expectAttach(ctx, what: "INIT with a 0xC3000-byte memfd") { s, c in
+                try s.send(c, initBytes(maxPeers: 4, output: 0x10000), fds: [try s.sharedMemory(size: size)])
+            } _: { d, _ in
+                let g = d.device.layout.geometry
+                try require(g.totalSize == UInt64(size), "a \(size)-byte layout from fstat", "\(g.totalSize)")
+            }
+        },
+        BuiltinCheck(name: "wire-cli-8", summary: "the shared memory must hold ST + max_peers x OUT") { ctx in
+            try WireCheckSupport.expectAttachFails(ctx, what: "1 page short of ST + 4 x 64K", mentioning: ["small", "size"]) { s, c in
+                try s.send(c, initBytes(maxPeers: 4, output: 0x10000), fds: [try s.sharedMemory(size: 0x1000 + 4 * 0x10000 - 0x1000)])
+            }
+            try WireCheckSupport.expectAttachFails(ctx, what: "2000 peers need an 8K state table", mentioning: ["small", "size"]) { s, c in
+                try s.send(c, initBytes(maxPeers: 2000, output: 0), fds: [try s.sharedMemory(size: 0x1000)])
+            }
+            try WireCheckSupport.expectAttach(ctx, what: "exactly ST + 4 x 64K") { s, c in
+                try s.send(c, initBytes(maxPeers: 4, output: 0x10000), fds: [try s.sharedMemory(size: 0x1000 + 4 * 0x10000)])
+            } _: { d, _ in try require(d.device.layout.geometry.rwSectionSize == 0, "RW 0", "\(d.device.layout.geometry.rwSectionSize)") }
+        },
+        BuiltinCheck(name: "wire-cli-9", summary: "RW = size - ST - max_peers x OUT") { ctx in
+            for (n, out, size, st) in [(UInt32(4), UInt64(0x10000), 0x100000, UInt64(0x1000)), (2, 0, 0x5000, 0x1000), (2000, 0x1000, 0x800000, 0x2000), (1024, 0, 0x3000, 0x1000)] {
+                try WireCheckSupport.expectAttach(ctx, what: "N \(n), OUT \(out), size \(size)") { s, c in
+                    try s.send(c, initBytes(maxPeers: n, output: out), fds: [try s.sharedMemory(size: size)])
+                } _: { d, _ in
+                    let g = d.device.layout.geometry
+                    let rw = UInt64(size) - st - UInt64(n) * out
+                    try require(g.rwSectionSize == rw && g.stateTableSize == st, "ST \(st), RW \(rw)", "ST \(g.stateTableSize), RW \(g.rwSectionSize)")
+                }
+            }
+        },
+        BuiltinCheck(name: "wire-cli-10", summary: "INIT parameters must pass DEV-CFG-1..6 (qemu-rfc: OUT and RW need not be page multiples)") { ctx in
+            try WireCheckSupport.expectAttachFails(ctx, what: "protocol 0x10000", mentioning: ["protocol", "DEV-CFG-6"]) { s, c in
+                try s.send(c, initBytes(proto: 0x10000), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+            }
+            let cases: [(String, UInt64, Int)] = [("OUT 0x800", 0x800, WireCheckSupport.oneMiB), ("RW not a page multiple (size 1M + 0x800)", 0x10000, WireCheckSupport.oneMiB + 0x800)]
+            for (what, out, size) in cases {
+                if ctx.profile == "qemu-rfc" {
+                    try WireCheckSupport.expectAttach(ctx, what: what + " under qemu-rfc") { s, c in
+                        try s.send(c, initBytes(output: out), fds: [try s.sharedMemory(size: size)])
+                    }
+                } else {
+                    try WireCheckSupport.expectAttachFails(ctx, what: what + " under \(ctx.profile)", mentioning: ["page", "multiple"]) { s, c in
+                        try s.send(c, initBytes(output: out), fds: [try s.sharedMemory(size: size)])
+                    }
+                }
+            }
+        },
+        BuiltinCheck(name: "wire-cli-11", summary: "EVENT_FD needs an fd, id < max_peers, vector = count held, vector < V") { ctx in
+            try WireCheckSupport.expectAttach(ctx, what: "bad EVENT_FDs", { s, c in
+                _ = try WireCheckSupport.standardInit(s, c)
+                let e = try s.eventFD()
+                try s.send(c, .eventFD(id: 1, vector: 1), fd: e.fd)  // vector 1 before 0
+                try s.send(c, .eventFD(id: 1, vector: 0))  // no fd
+                try s.send(c, .eventFD(id: 1, vector: 0), fd: e.fd)  // fine
+                try s.send(c, .eventFD(id: 1, vector: 0), fd: e.fd)  // vector 0 again
+                try s.send(c, .eventFD(id: 1, vector: 1), fd: e.fd)  // fine
+                try s.send(c, .eventFD(id: 1, vector: 2), fd: e.fd)  // V = 2
+                try s.send(c, .eventFD(id: 4, vector: 0), fd: e.fd)  // id = max_peers
+                try s.send(c, .eventFD(id: 2, vector: 0), fd: e.fd)  // fine
+            }) { d, _ in
+                try require(pollUntil { WireCheckSupport.protocolErrors(d).count >= 5 && d.isActive(2) }, "5 EVENT_FD errors recorded and the good ones used",
+                            "\(d.linkEvents)")
+                let errors = WireCheckSupport.protocolErrors(d)
+                try require(errors.count == 5, "exactly 5 errors", "\(errors)")
+                try require(d.activePeers == [0, 1, 2], "peers 0, 1, 2 active", "\(d.activePeers)")
+                try require(d.ring(from: 0, target: 1, vector: 1) == .delivered, "peer 1 vector 1 held", "not")
+            }
+        },
+        BuiltinCheck(name: "wire-cli-12", summary: "an increment on an own eventfd is an event on that vector") { ctx in
+            try WireCheckSupport.expectAttach(ctx, what: "own eventfds", { s, c in
+                _ = try WireCheckSupport.standardInit(s, c)
+            }) { d, s in
+                let p = try WireCheckSupport.drivenPeer(d, ctx)
+                try require(d.waitForPeers(timeout: 5) { $0 == [0] }, "own eventfds held", "\(d.activePeers)")
+                // The server's copies: kept[1], kept[2] are own vectors 0 and 1 (kept[0] is the shm).
+                for v in [1, 0] {
+                    let cursor = p.interruptCount
+                    try EventFD(fd: s.kept[1 + v]).signal()
+                    try require(p.waitForInterrupt(vector: v, after: cursor, timeout: 2) != nil, "an interrupt on vector \(v) after its own eventfd was signalled", "none")
+                }
+            }
+        },
+        BuiltinCheck(name: "wire-cli-13", summary: "another peer's eventfds are what doorbells and state changes signal; one eventfd makes it active") { ctx in
+            try WireCheckSupport.expectAttach(ctx, what: "peer eventfds", { s, c in
+                _ = try WireCheckSupport.standardInit(s, c)
+                try s.send(c, .eventFD(id: 1, vector: 0), fd: try s.eventFD().fd)  // kept[3]
+            }) { d, s in
+                let p = try WireCheckSupport.drivenPeer(d, ctx)
+                try require(d.waitForPeers(timeout: 5) { $0 == [0, 1] }, "peer 1 active with only its vector-0 eventfd", "\(d.activePeers)")
+                let p1v0 = EventFD(fd: s.kept[3])
+                p.barWrite(0, offset: 0x0C, size: 4, value: 1 << 16 | 0)
+                try require(try p1v0.consume() == 1, "the doorbell to peer 1 vector 0 to add 1 to that eventfd", "not signalled")
+                p.barWrite(0, offset: 0x0C, size: 4, value: 1 << 16 | 1)
+                try require(try p1v0.consume() == nil, "a doorbell for a vector not held to signal nothing", "vector 0's eventfd signalled")
+                guard let conn = s.connection else { throw CheckFailure(expected: "connection", actual: "none") }
+                let p1v1 = try s.eventFD()  // kept[4]
+                try s.send(conn, .eventFD(id: 1, vector: 1), fd: p1v1.fd)
+                try require(pollUntil { d.linkEvents.contains(.eventFD(peer: 1, vector: 1)) }, "peer 1 vector 1 received", "\(d.linkEvents)")
+                p.barWrite(0, offset: 0x0C, size: 4, value: 1 << 16 | 1)
+                try require(try p1v1.consume() == 1, "the doorbell to peer 1 vector 1 to signal its eventfd", "not signalled")
+                p.barWrite(0, offset: 0x10, size: 4, value: 0x42)
+                try require(try p1v0.consume() == 1, "a state change to signal peer 1's vector-0 eventfd", "not signalled")
+                try require(try p1v1.consume() == nil, "a state change to leave vector 1 alone", "signalled")
+                try require(!d.isActive(2), "peer 2 (no eventfd) inactive", "active")
+            }
+        },
+        BuiltinCheck(name: "wire-cli-14", summary: "PEER_GONE for the own ID or an ID without eventfds is an error") { ctx in
+            try WireCheckSupport.expectAttach(ctx, what: "bad PEER_GONEs", { s, c in
+                _ = try WireCheckSupport.standardInit(s, c, id: 2)
+                try s.send(c, .eventFD(id: 1, vector: 0), fd: try s.eventFD().fd)
+                try s.send(c, .peerGone(id: 2))  // own
+                try s.send(c, .peerGone(id: 3))  // never announced
+                try s.send(c, .peerGone(id: 1))  // fine
+                try s.send(c, .peerGone(id: 1))  // again: no eventfd held any more
+            }) { d, _ in
+                try require(pollUntil { WireCheckSupport.protocolErrors(d).count >= 3 }, "3 PEER_GONE errors", "\(d.linkEvents)")
+                let errors = WireCheckSupport.protocolErrors(d)
+                try require(errors.count == 3 && d.linkEvents.filter({ $0 == .peerLeft(1) }).count == 1, "3 errors and one departure of peer 1", "\(d.linkEvents)")
+                try require(d.isLinkUp && d.activePeers == [2], "the link up with only the own ID active", "link up \(d.isLinkUp), peers \(d.activePeers)")
+            }
+        },
+        BuiltinCheck(name: "wire-cli-15", summary: "a len below the type's fixed size is an error") { ctx in
+            try WireCheckSupport.expectAttach(ctx, what: "short messages", { s, c in
+                _ = try WireCheckSupport.standardInit(s, c)
+                try s.send(c, .eventFD(id: 1, vector: 0), fd: try s.eventFD().fd)
+                try s.send(c, rawMessage(type: 1, length: 12, body: le32(1)), fds: [try s.eventFD().fd])  // EVENT_FD needs 16
+                try s.send(c, rawMessage(type: 2, length: 8, body: []))  // PEER_GONE needs 12
+                try s.send(c, .eventFD(id: 1, vector: 1), fd: try s.eventFD().fd)  // still in step
+            }) { d, _ in
+                try require(pollUntil { d.linkEvents.contains(.eventFD(peer: 1, vector: 1)) }, "the message after the short ones parsed", "\(d.linkEvents)")
+                try require(WireCheckSupport.protocolErrors(d).count == 2, "2 errors", "\(WireCheckSupport.protocolErrors(d))")
+                try require(d.isActive(1) && d.isLinkUp, "peer 1 still active, link up", "\(d.activePeers), up \(d.isLinkUp)")
+            }
+        },
+        BuiltinCheck(name: "wire-cli-16", summary: "unknown type or a second INIT: error, skipped by len; len < 8 takes the link down") { ctx in
+            try WireCheckSupport.expectAttach(ctx, what: "unknown type and second INIT", { s, c in
+                _ = try WireCheckSupport.standardInit(s, c)
+                try s.send(c, rawMessage(type: 7, length: 20, body: le32(1) + le32(0) + le32(0)))  // looks like an EVENT_FD body
+                try s.send(c, initBytes(id: 1), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+                try s.send(c, .eventFD(id: 1, vector: 0), fd: try s.eventFD().fd)
+            }) { d, _ in
+                try require(pollUntil { d.isActive(1) }, "the EVENT_FD after the skipped messages parsed", "\(d.linkEvents)")
+                let errors = WireCheckSupport.protocolErrors(d)
+                try require(errors.count == 2, "2 errors", "\(errors)")
+                try require(d.device.id == 0 && d.isLinkUp, "the second INIT ignored, link up", "id \(d.device.id), up \(d.isLinkUp)")
+            }
+            try WireCheckSupport.expectAttach(ctx, what: "len 4", { s, c in
+                _ = try WireCheckSupport.standardInit(s, c)
+                try s.send(c, rawMessage(type: 1, length: 4, body: []))
+            }) { d, _ in
+                try require(pollUntil { !d.isLinkUp }, "the link down after a len below 8 (DEV-PEER-4)", "link up, events \(d.linkEvents)")
+                try require(d.readRegister0() == 0, "registers still served", "\(d.readRegister0())")
+            }
+        },
+        BuiltinCheck(name: "wire-cli-17", summary: "after INIT an erroneous message is discarded, recorded, its fd closed; the link stays up") { ctx in
+            try WireCheckSupport.expectAttach(ctx, what: "erroneous messages with fds", { s, c in
+                _ = try WireCheckSupport.standardInit(s, c)
+            }) { d, s in
+                try require(d.waitForPeers(timeout: 5) { $0 == [0] }, "own eventfds", "\(d.activePeers)")
+                let e = try s.eventFD()
+                let before = FileDescriptor.openCount()
+                guard let c = s.connection else { throw CheckFailure(expected: "connection", actual: "none") }
+                try s.send(c, .eventFD(id: 0, vector: 0), fd: e.fd)  // own vector 0 again
+                try s.send(c, .eventFD(id: 5, vector: 0), fd: e.fd)  // id too large
+                try s.send(c, rawMessage(type: 1, length: 12, body: le32(1)), fds: [e.fd])  // short
+                try s.send(c, rawMessage(type: 8, length: 8, body: []), fds: [e.fd])  // unknown type
+                try s.send(c, initBytes(), fds: [e.fd])  // second INIT
+                try s.send(c, .eventFD(id: 1, vector: 0), fd: e.fd)  // good
+                try require(pollUntil { d.isActive(1) }, "the good message after the errors used", "\(d.linkEvents)")
+                try require(WireCheckSupport.protocolErrors(d).count == 5, "5 errors recorded", "\(WireCheckSupport.protocolErrors(d))")
+                let after = FileDescriptor.openCount()
+                try require(after == before + 1, "only the good EVENT_FD's fd kept (the 5 others closed)", "\(after - before) more fds open")
+                try require(d.isLinkUp, "link up", "down")
+            }
+        },
+        BuiltinCheck(name: "wire-cli-18", summary: "an fd on a message type without one is closed; the message is still processed") { ctx in
+            try WireCheckSupport.expectAttach(ctx, what: "PEER_GONE with an fd", { s, c in
+                _ = try WireCheckSupport.standardInit(s, c)
+                try s.send(c, .eventFD(id: 1, vector: 0), fd: try s.eventFD().fd)
+            }) { d, s in
+                try require(d.waitForPeers(timeout: 5) { $0 == [0, 1] }, "peer 1 active", "\(d.activePeers)")
+                let stray = try s.eventFD()
+                let before = FileDescriptor.openCount()
+                guard let c = s.connection else { throw CheckFailure(expected: "connection", actual: "none") }
+                try s.send(c, WireMessage.peerGone(id: 1).encode(), fds: [stray.fd])
+                try require(pollUntil { d.linkEvents.contains(.peerLeft(1)) }, "PEER_GONE(1) processed despite the stray fd", "\(d.linkEvents)")
+                let after = FileDescriptor.openCount()
+                try require(after == before - 1, "the stray fd closed and peer 1's eventfd closed", "\(after - before) fds difference")
+            }
+        },
+        BuiltinCheck(name: "wire-cli-19", summary: "a failed attach closes every fd received and builds no device") { ctx in
+            try WireCheckSupport.expectAttachFails(ctx, what: "bad INIT with two fds", mentioning: ["compatible"]) { s, c in
+                try s.send(c, initBytes(compatible: 9), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB), try s.eventFD().fd])
+            }
+            try WireCheckSupport.expectAttachFails(ctx, what: "INIT with an fd, then too small", mentioning: ["small"]) { s, c in
+                try s.send(c, initBytes(maxPeers: 4, output: 0x40000), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+            }
+            try WireCheckSupport.expectAttachFails(ctx, what: "device construction refused (2000 vectors)", mentioning: ["vector"]) { s, c in
+                try s.send(c, initBytes(vectors: 2000), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+            }
+            try WireCheckSupport.expectAttachFails(ctx, what: "server hangs up during INIT", mentioning: ["closed", "INIT", "short"]) { s, c in
+                try s.send(c, Array(initBytes().prefix(20)), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+                s.hangUp()
+            }
+        },
+    ]
+}
+
+extension AttachedDevice {
+    /// The ID register through the device (link state does not matter).
+    func readRegister0() -> UInt32 { device.readRegister(0x00) }
+}
+
+extension BuiltinChecks {
+    // MARK: - Device behaviour while attached (DEV-PEER-*, IRQ-COAL-2)
+
+    static let peerChecks: [BuiltinCheck] = [
+        BuiltinCheck(name: "peer-gone-closes-eventfds", summary: "PEER_GONE closes the peer's eventfds; a reused ID starts again at vector 0") { ctx in
+            try WireCheckSupport.expectAttach(ctx, what: "departure and reuse", { s, c in
+                _ = try WireCheckSupport.standardInit(s, c)
+                for v: UInt32 in 0..<2 { try s.send(c, .eventFD(id: 1, vector: v), fd: try s.eventFD().fd) }
+            }) { d, s in
+                try require(d.waitForPeers(timeout: 5) { $0 == [0, 1] } && pollUntil { d.linkEvents.contains(.eventFD(peer: 1, vector: 1)) }, "peer 1 with 2 eventfds", "\(d.linkEvents)")
+                let before = FileDescriptor.openCount()
+                guard let c = s.connection else { throw CheckFailure(expected: "connection", actual: "none") }
+                try s.send(c, .peerGone(id: 1))
+                try require(pollUntil { !d.isActive(1) }, "peer 1 inactive after PEER_GONE (DEV-PEER-1)", "\(d.activePeers)")
+                let after = FileDescriptor.openCount()
+                try require(after == before - 2, "both of peer 1's eventfds closed (DEV-PEER-1)", "\(before - after) closed")
+                try require(d.ring(from: 0, target: 1, vector: 0) == .inactiveTarget, "a doorbell to peer 1 to find it inactive", "\(d.ring(from: 0, target: 1, vector: 0))")
+                // DEV-PEER-3: the server reuses ID 1.
+                let n0 = try s.eventFD(), n1 = try s.eventFD()
+                try s.send(c, .eventFD(id: 1, vector: 0), fd: n0.fd)
+                try require(pollUntil { d.isActive(1) }, "ID 1 active again after EVENT_FD(1, 0) (DEV-PEER-3)", "\(d.linkEvents)")
+                try require(d.ring(from: 0, target: 1, vector: 1) == .noSuchVector(targetVectors: 1), "only vector 0 held for the new peer 1", "\(d.ring(from: 0, target: 1, vector: 1))")
+                try s.send(c, .eventFD(id: 1, vector: 1), fd: n1.fd)
+                try require(pollUntil { d.linkEvents.filter { $0 == .eventFD(peer: 1, vector: 1) }.count == 2 }, "EVENT_FD(1, 1) accepted after the reuse", "\(d.linkEvents)")
+                try require(d.ring(from: 0, target: 1, vector: 1) == .delivered && (try n1.consume()) == 1, "a doorbell to the new peer 1 vector 1 reaching its new eventfd", "not")
+                try require(WireCheckSupport.protocolErrors(d).isEmpty, "no protocol errors", "\(WireCheckSupport.protocolErrors(d))")
+            }
+        },
+        BuiltinCheck(name: "peer-gone-gate", summary: "the departure event on vector 0 passes the Interrupt Control gate") { ctx in
+            try WireCheckSupport.expectAttach(ctx, what: "departure interrupts", { s, c in
+                _ = try WireCheckSupport.standardInit(s, c)
+                for id: UInt32 in [1, 2] { try s.send(c, .eventFD(id: id, vector: 0), fd: try s.eventFD().fd) }
+            }) { d, s in
+                let p = try WireCheckSupport.drivenPeer(d, ctx)
+                try require(d.waitForPeers(timeout: 5) { $0 == [0, 1, 2] }, "peers 0, 1, 2", "\(d.activePeers)")
+                guard let c = s.connection else { throw CheckFailure(expected: "connection", actual: "none") }
+                var cursor = p.interruptCount
+                try s.send(c, .peerGone(id: 1))
+                try require(p.waitForInterrupt(vector: 0, after: cursor, timeout: 2) != nil, "vector 0 after PEER_GONE(1) (DEV-PEER-2)", "none")
+                p.barWrite(0, offset: 0x08, size: 4, value: 0)
+                cursor = p.interruptCount
+                try s.send(c, .peerGone(id: 2))
+                try require(pollUntil { !d.isActive(2) }, "peer 2 gone", "\(d.activePeers)")
+                try require(p.waitForInterrupt(after: cursor, timeout: 0.2) == nil, "no interrupt with Interrupt Control 0", "an interrupt")
+                p.barWrite(0, offset: 0x08, size: 4, value: 1)
+                try require(p.waitForInterrupt(after: cursor, timeout: 0.2) == nil, "the gated event not delivered later", "an interrupt")
+            }
+        },
+        BuiltinCheck(name: "peer-link-down", summary: "on server hang-up: link down, eventfds kept, config/register/shm accesses served") { ctx in
+            try WireCheckSupport.expectAttach(ctx, what: "server hang-up", { s, c in
+                _ = try WireCheckSupport.standardInit(s, c)
+                for v: UInt32 in 0..<2 { try s.send(c, .eventFD(id: 1, vector: v), fd: try s.eventFD().fd) }  // kept[3], kept[4]
+            }) { d, s in
+                let p = try WireCheckSupport.drivenPeer(d, ctx)
+                try require(d.waitForPeers(timeout: 5) { $0 == [0, 1] } && pollUntil { d.linkEvents.contains(.eventFD(peer: 1, vector: 1)) }, "peer 1 with 2 eventfds", "\(d.linkEvents)")
+                let fdsBefore = FileDescriptor.openCount()
+                let ids = p.configRead(0, size: 4)
+                s.hangUp()
+                try require(pollUntil { !d.isLinkUp }, "the link reported down after the hang-up", "still up")
+                try require(d.linkEvents.contains { if case .linkDown = $0 { return true }; return false }, "a link-down event", "\(d.linkEvents)")
+                try require(d.activePeers == [0, 1], "the eventfds kept: peers 0 and 1 still known", "\(d.activePeers)")
+                try require(FileDescriptor.openCount() >= fdsBefore - 2, "no eventfd closed (only the socket may be)", "\(fdsBefore - FileDescriptor.openCount()) fewer fds")
+                p.barWrite(0, offset: 0x0C, size: 4, value: 1 << 16 | 1)
+                try require(try EventFD(fd: s.kept[4]).consume() == 1, "a doorbell to peer 1 vector 1 still signalling the kept eventfd", "not signalled")
+                try require(ids != 0 && ids != 0xFFFF_FFFF && p.configRead(0, size: 4) == ids, "config space still served (IDs \(String(ids, radix: 16)))", String(p.configRead(0, size: 4), radix: 16))
+                try require(p.barRead(0, offset: 0x04, size: 4) == 4, "Maximum Peers register still 4", "\(p.barRead(0, offset: 0x04, size: 4))")
+                let rw = d.device.layout.geometry.rwSectionOffset
+                p.shmWrite(rw, size: 4, value: 0xC0FFEE)
+                try require(p.shmRead(rw, size: 4) == 0xC0FFEE, "shared memory still served", String(p.shmRead(rw, size: 4), radix: 16))
+                let cursor = p.interruptCount
+                try EventFD(fd: s.kept[2]).signal()
+                try require(p.waitForInterrupt(vector: 1, after: cursor, timeout: 2) != nil, "own eventfds still served after the hang-up", "no interrupt")
+            }
+        },
+        BuiltinCheck(name: "peer-join-no-irq", summary: "a server-attached device raises no event when another peer joins") { ctx in
+            try WireCheckSupport.expectAttach(ctx, what: "a peer joins", { s, c in
+                _ = try WireCheckSupport.standardInit(s, c)
+            }) { d, s in
+                let p = try WireCheckSupport.drivenPeer(d, ctx)
+                try require(d.waitForPeers(timeout: 5) { $0 == [0] }, "own eventfds", "\(d.activePeers)")
+                let cursor = p.interruptCount
+                guard let c = s.connection else { throw CheckFailure(expected: "connection", actual: "none") }
+                for v: UInt32 in 0..<2 { try s.send(c, .eventFD(id: 1, vector: v), fd: try s.eventFD().fd) }
+                try require(pollUntil { d.isActive(1) }, "peer 1 active", "\(d.activePeers)")
+                try require(p.waitForInterrupt(after: cursor, timeout: 0.3) == nil, "no interrupt when peer 1 joins (DEV-PEER-5)", "an interrupt")
+            }
+        },
+        BuiltinCheck(name: "peer-eventfd-coalesce", summary: "increments that pile up on an own eventfd before the device services it give one delivery") { ctx in
+            try WireCheckSupport.expectAttach(ctx, what: "accumulated events", { s, c in
+                _ = try WireCheckSupport.standardInit(s, c)
+            }) { d, s in
+                let p = try WireCheckSupport.drivenPeer(d, ctx)
+                try require(d.waitForPeers(timeout: 5) { $0 == [0] }, "own eventfds", "\(d.activePeers)")
+                // Hold the device's event loop in a link-event handler while the events pile up.
+                let gate = DispatchSemaphore(value: 0)
+                let entered = DispatchSemaphore(value: 0)
+                d.onLinkEvent { e in
+                    if e == .eventFD(peer: 1, vector: 0) {
+                        entered.signal()
+                        _ = gate.wait(timeout: .now() + 3)
+                    }
+                }
+                guard let c = s.connection else { throw CheckFailure(expected: "connection", actual: "none") }
+                try s.send(c, .eventFD(id: 1, vector: 0), fd: try s.eventFD().fd)
+                try require(entered.wait(timeout: .now() + 3) == .success, "the event loop to reach the held handler", "it did not")
+                let cursor = p.interruptCount
+                let own1 = EventFD(fd: s.kept[2])
+                for _ in 0..<5 {
+                    try own1.signal()
+                    Monotonic.sleep(seconds: 0.005)
+                }
+                gate.signal()
+                try require(p.waitForInterrupt(vector: 1, after: cursor, timeout: 2) != nil, "one delivery on vector 1", "none")
+                Monotonic.sleep(seconds: 0.2)
+                let n = p.platform.interrupts.all.dropFirst(cursor).count
+                d.onLinkEvent(nil)
+                try require(n == 1, "exactly 1 delivery for 5 increments accumulated on one eventfd (IRQ-COAL-2)", "\(n) deliveries")
+                // And a single write of 3 is one event too.
+                let c2 = p.interruptCount
+                try own1.signal(3)
+                try require(p.waitForInterrupt(vector: 1, after: c2, timeout: 2) != nil, "a delivery", "none")
+                Monotonic.sleep(seconds: 0.2)
+                try require(p.platform.interrupts.all.dropFirst(c2).count == 1, "1 delivery for a counter of 3", "\(p.platform.interrupts.all.dropFirst(c2).count)")
+            }
+        },
+    ]
 }

@@ -1,3 +1,5 @@
+import IvshmemModel
+
 /// A parsed test script: a prelude (server settings) and one or more cases.
 ///
 /// Format (one statement per line, `#` to end of line is a comment):
@@ -7,6 +9,7 @@
 ///     covers REG-DB-3 IRQ-MSIX-1
 ///     profiles spec qemu-rfc            # run only under these profiles
 ///     join A                            # options: profile= setup=ready|firmware|raw checking=on|off
+///                                       #   intx=PIN register-space=memory|io
 ///     join B
 ///     A ring B 1
 ///     B wait irq vector=1 timeout=2
@@ -28,6 +31,9 @@ public struct Script: Sendable {
         public var covers: [String]
         public var profiles: [String]?
         public var statements: [Statement]
+        /// `server` lines inside the case (before its first statement): settings for this case
+        /// only, applied over the prelude's.
+        public var server: [Statement] = []
     }
 
     public struct Statement: Sendable {
@@ -57,7 +63,9 @@ public struct Script: Sendable {
         case write(bits: Int, space: Space, offset: UInt64, value: UInt64)
         case ring(target: String, vector: UInt64)
         case state(UInt64)
-        case waitIRQ(vector: Int?, timeout: Double)
+        /// `wait irq [vector=N] [pin=P] [address=A] [data=D] [timeout=S]`: the next interrupt
+        /// (an MSI-X message of vector N, or an INTx edge on pin P), then its address and data.
+        case waitIRQ(vector: Int?, timeout: Double, pin: UInt8? = nil, address: UInt64? = nil, data: UInt64? = nil)
         case expectNoIRQ(timeout: Double)
         case expectFinding(String)
         case expectNoFindings
@@ -133,7 +141,12 @@ public enum ScriptParser {
             }
             let statement = try parseStatement(Array(tokens[k...]), line: lineNo, text: String(body).trimmed, only: only, negated: negated, fail: fail)
             if case .server = statement.command, !cases.isEmpty {
-                throw fail(head, "'server' belongs before the first case")
+                // Inside a case: this case's own server settings, before its first statement.
+                guard cases[cases.count - 1].statements.isEmpty, only == nil else {
+                    throw fail(head, "'server' belongs before the first case, or before the first statement of a case (without a profile condition)")
+                }
+                cases[cases.count - 1].server.append(statement)
+                continue
             }
             if cases.isEmpty {
                 if case .server = statement.command { prelude.append(statement); continue }
@@ -198,7 +211,9 @@ public enum ScriptParser {
     static func keyValues(_ tokens: ArraySlice<Token>, allowed: Set<String>, fail: (Token?, String) -> ScriptError) throws -> [String: String] {
         var out: [String: String] = [:]
         for t in tokens {
-            let kv = t.text.split(separator: "=", maxSplits: 1).map(String.init)
+            var kv = t.text.split(separator: "=", maxSplits: 1).map(String.init)
+            // `key="text"`: the quotes are not part of the value.
+            if kv.count == 2, kv[1].count >= 2, kv[1].hasPrefix("\""), kv[1].hasSuffix("\"") { kv[1] = String(kv[1].dropFirst().dropLast()) }
             guard kv.count == 2, !kv[1].isEmpty else { throw fail(t, "expected key=value, got '\(t.text)'") }
             guard allowed.contains(kv[0]) else { throw fail(t, "unknown option '\(kv[0])' (known: \(allowed.sorted().joined(separator: ", ")))") }
             out[kv[0]] = kv[1]
@@ -215,8 +230,10 @@ public enum ScriptParser {
             return make(nil, .server(try keyValues(t[1...], allowed: ["vectors", "max-peers", "size", "output", "protocol"], fail: fail)))
         case "join":
             guard t.count >= 2 else { throw fail(nil, "join needs a peer name") }
-            let opts = try keyValues(t[2...], allowed: ["profile", "setup", "checking", "spin-us", "fails"], fail: fail)
+            let opts = try keyValues(t[2...], allowed: ["profile", "setup", "checking", "spin-us", "fails", "intx", "register-space"], fail: fail)
             if let s = opts["setup"], PeerSetup(rawValue: s) == nil { throw fail(t[2], "setup must be raw, firmware or ready") }
+            if let s = opts["register-space"], RegisterSpace(rawValue: s) == nil { throw fail(t[2], "register-space must be memory or io") }
+            if let s = opts["intx"], UInt8(s) == nil { throw fail(t[2], "intx takes the interrupt pin, 1 (INTA#) to 4 (INTD#)") }
             return make(nil, .join(name: t[1].text, options: opts))
         case "check":
             guard t.count == 2 else { throw fail(nil, "check needs the name of a built-in check") }
@@ -280,10 +297,12 @@ public enum ScriptParser {
             return make(actor, .state(try number(args[0], fail: fail)))
         case "wait":
             guard args.first?.text == "irq" else { throw fail(args.first ?? verb, "usage: \(actor) wait irq [vector=N] [timeout=S]") }
-            let kv = try keyValues(args[1...], allowed: ["vector", "timeout"], fail: fail)
-            let vector = try kv["vector"].map { Int(try number(Token(text: $0, column: verb.column), fail: fail)) }
+            let kv = try keyValues(args[1...], allowed: ["vector", "timeout", "pin", "address", "data"], fail: fail)
+            func num(_ k: String) throws -> UInt64? { try kv[k].map { try number(Token(text: $0, column: verb.column), fail: fail) } }
+            let vector = try num("vector").map { Int($0) }
             let timeout = try kv["timeout"].map { try seconds(Token(text: $0, column: verb.column), fail: fail) } ?? 5
-            return make(actor, .waitIRQ(vector: vector, timeout: timeout))
+            let pin = try num("pin").map { UInt8(truncatingIfNeeded: $0) }
+            return make(actor, .waitIRQ(vector: vector, timeout: timeout, pin: pin, address: try num("address"), data: try num("data")))
         case "expect":
             try need(1, "expect finding <ID> | no-findings | no-irq [timeout=S] | peers <ids> | id <n>")
             switch args[0].text {

@@ -1,4 +1,5 @@
 import IvshmemModel
+import IvshmemPlatform
 import IvshmemPosix
 import IvshmemServer
 import IvshmemTransport
@@ -49,13 +50,13 @@ public struct ScriptRunner: Sendable {
         return script.cases.map { run($0, of: script, profile: p) }
     }
 
-    func serverConfiguration(_ script: Script) throws -> ServerConfiguration {
+    func serverConfiguration(_ script: Script, case theCase: Script.Case? = nil) throws -> ServerConfiguration {
         var c = ServerConfiguration()
         c.size = 1 << 20
         c.maxPeers = 4
         c.vectors = 2
         c.outputSectionSize = 0x10000
-        for st in script.prelude {
+        for st in script.prelude + (theCase?.server ?? []) {
             guard case .server(let kv) = st.command else { continue }
             func num(_ k: String) throws -> UInt64? {
                 guard let t = kv[k] else { return nil }
@@ -79,14 +80,14 @@ public struct ScriptRunner: Sendable {
         }
         let harness: Harness
         do {
-            harness = try Harness(server: externalSocket.map { .external(socketPath: $0) } ?? .embedded(try serverConfiguration(script)))
+            harness = try Harness(server: externalSocket.map { .external(socketPath: $0) } ?? .embedded(try serverConfiguration(script, case: c)))
         } catch {
             result.failure = CaseFailure(line: c.line, statement: "case \(c.name)", expected: "a server to attach to", actual: "\(error)", traceTail: [])
             return result
         }
         defer { harness.close() }
         var session = Session(harness: harness, profile: profile, tail: traceTailLength)
-        session.serverConfiguration = (try? serverConfiguration(script)) ?? ServerConfiguration()
+        session.serverConfiguration = (try? serverConfiguration(script, case: c)) ?? ServerConfiguration()
         for st in c.statements where st.applies(to: profile) {
             do { try session.execute(st) } catch let f as CaseFailure {
                 result.failure = f
@@ -154,7 +155,10 @@ struct Session {
         case .join(let name, let o):
             guard peers[name] == nil else { throw fail(st, expected: "a new peer name", actual: "'\(name)' already joined") }
             let options = AttachOptions(
-                profile: o["profile"] ?? profile, checking: o["checking"] != "off",
+                profile: o["profile"] ?? profile,
+                interrupts: o["intx"].flatMap(UInt8.init).map { .intx(pin: $0) } ?? .msix,
+                registerSpace: o["register-space"].flatMap(RegisterSpace.init(rawValue:)) ?? .memory,
+                checking: o["checking"] != "off",
                 waitMode: o["spin-us"].flatMap(Int.init).map { .spinThenBlock(microseconds: $0) } ?? .blocking)
             let setup = o["setup"].flatMap(PeerSetup.init(rawValue:)) ?? .ready
             if let expectedError = o["fails"] {
@@ -213,15 +217,31 @@ struct Session {
             p.barWrite(0, offset: 0x0C, size: 4, value: id << 16 | vector)
         case .state(let v):
             try peer(st).barWrite(0, offset: 0x10, size: 4, value: v)
-        case .waitIRQ(let vector, let timeout):
+        case .waitIRQ(let vector, let timeout, let pin, let address, let data):
             let p = try peer(st)
             let cursor = irqCursor[p.name] ?? 0
-            guard let r = p.waitForInterrupt(vector: vector, after: cursor, timeout: timeout) else {
+            let found: InterruptRecord?
+            if let pin {
+                found = p.platform.interrupts.wait(after: cursor, timeout: timeout) { r in
+                    if case .intx(let q) = r.kind { return q == pin }
+                    return false
+                }
+            } else {
+                found = p.waitForInterrupt(vector: vector, after: cursor, timeout: timeout)
+            }
+            guard let r = found else {
                 let seen = p.platform.interrupts.all.dropFirst(cursor).map(\.description)
-                throw fail(st, expected: "an interrupt\(vector.map { " on vector \($0)" } ?? "") within \(timeout) s",
+                let what = pin.map { " on INTx pin \($0)" } ?? vector.map { " on vector \($0)" } ?? ""
+                throw fail(st, expected: "an interrupt\(what) within \(timeout) s",
                            actual: seen.isEmpty ? "none" : "only: " + seen.joined(separator: "; "))
             }
             irqCursor[p.name] = r.sequence + 1
+            if address != nil || data != nil {
+                guard case .msix(_, let a, let d) = r.kind, address.map({ $0 == a }) ?? true, data.map({ $0 == UInt64(d) }) ?? true else {
+                    throw fail(st, expected: "an MSI-X message" + (data.map { " of data 0x\(String($0, radix: 16))" } ?? "") + (address.map { " to 0x\(String($0, radix: 16))" } ?? ""),
+                               actual: r.description)
+                }
+            }
         case .expectNoIRQ(let timeout):
             let p = try peer(st)
             let cursor = irqCursor[p.name] ?? 0

@@ -50,9 +50,9 @@ struct DeviceState {
     func vectorMasked(_ v: Int) -> Bool { msixTable.raw(offset: v * 16 + 12, size: 4) & 1 != 0 }
     var interruptControl: UInt64 { registers.field(hook: "interruptControl").map { registers.value(of: $0) } ?? 0 }
 
-    mutating func record(_ requirement: String, _ message: String, _ access: Access?, peer: UInt32) {
+    mutating func record(_ requirement: String, _ message: String, _ access: Access?, peer: UInt32, kind: Finding.Kind = .violation) {
         guard checking else { return }
-        findings.append(Finding(requirement: requirement, message: message, access: access, peer: peer))
+        findings.append(Finding(kind: kind, requirement: requirement, message: message, access: access, peer: peer))
     }
 
     // MARK: config hooks
@@ -62,7 +62,7 @@ struct DeviceState {
         case "msixControl":
             let enabling = w.new & 0x8000 != 0 && w.old & 0x8000 == 0
             if enabling && command & 0x4 == 0 {
-                record("CFG-CMD-9", "MSI-X enabled while Bus Master is off: no message can be sent", access, peer: peer)
+                record("CFG-CMD-9", "MSI-X enabled while Bus Master is off: no message can be sent", access, peer: peer, kind: .ineffective)
             }
             flushPending(layout: layout, effects: &effects)
         case "privilegedControl", nil:
@@ -94,9 +94,6 @@ struct DeviceState {
         let target = Int(offset & layout.profile.bar0WriteAliasMask)
         guard registers.field(at: target) != nil else { return }  // REG-ACC-2: unbacked, ignored
         for w in registers.write(offset: target, size: 4, value: value) {
-            if w.field.isReadOnly && w.ignoredBits != 0 {
-                record(w.field.requirement, "write to read-only register '\(w.field.name)' ignored", access, peer: peer)
-            }
             switch w.field.hook {
             case "doorbell":
                 let v = UInt32(truncatingIfNeeded: value)
@@ -126,7 +123,10 @@ struct DeviceState {
         }
         let pba = UInt64(layout.msixPBAOffset)
         if offset >= pba, offset + UInt64(size) <= pba + UInt64(layout.msixPBABytes) {
-            guard layout.profile.maskedEvents == .latch else { return 0 }  // MSIX-PBA-1
+            guard layout.profile.maskedEvents == .latch else {  // MSIX-PBA-1: there are no pending bits to rely on
+                record("MSIX-PBA-1", "PBA read: this device has no pending bits (always 0); derive event state from shared memory", access, peer: peer, kind: .ineffective)
+                return 0
+            }
             var v: UInt64 = 0
             for bit in 0..<(size * 8) {
                 let vec = Int(offset - pba) * 8 + bit
@@ -134,7 +134,7 @@ struct DeviceState {
             }
             return v
         }
-        record("MSIX-TBL-4", "MSI-X read at 0x\(String(offset, radix: 16)) is outside the table (\(layout.msixTableBytes) bytes) and the PBA", access, peer: peer)
+        record("MSIX-TBL-5", "MSI-X read at 0x\(String(offset, radix: 16)) is outside the table (\(layout.msixTableBytes) bytes) and the PBA: reads 0", access, peer: peer, kind: .ineffective)
         return 0
     }
 
@@ -151,10 +151,10 @@ struct DeviceState {
         }
         let pba = UInt64(layout.msixPBAOffset)
         if offset >= pba, offset < pba + UInt64(layout.msixPBABytes) {
-            record("MSIX-PBA-2", "write to the read-only Pending Bit Array ignored", access, peer: peer)
+            record("MSIX-PBA-2", "write to the read-only Pending Bit Array ignored", access, peer: peer, kind: .ineffective)
             return
         }
-        record("MSIX-TBL-4", "MSI-X write at 0x\(String(offset, radix: 16)) is outside the table (\(layout.msixTableBytes) bytes) and the PBA", access, peer: peer)
+        record("MSIX-TBL-5", "MSI-X write at 0x\(String(offset, radix: 16)) is outside the table (\(layout.msixTableBytes) bytes) and the PBA: ignored", access, peer: peer, kind: .ineffective)
     }
 
     /// Sends latched messages whose vector is now unmasked (qemu-rfc profile only has any).
@@ -200,7 +200,7 @@ struct DeviceState {
                 }
             } else if command & 0x4 == 0 {  // no bus mastering: the message write never happens
                 stats.droppedNoBusMaster += 1
-                record("CFG-CMD-9", "interrupt on vector \(vector) lost: MSI-X is enabled but Bus Master is off", nil, peer: peer)
+                record("CFG-CMD-9", "interrupt on vector \(vector) lost: MSI-X is enabled but Bus Master is off", nil, peer: peer, kind: .ineffective)
             } else {
                 stats.delivered += 1
                 effects.append(message(vector))

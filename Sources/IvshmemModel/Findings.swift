@@ -38,12 +38,16 @@ public struct Access: Sendable, Equatable, CustomStringConvertible {
 /// A spec violation a driver committed, with the requirement it breaks. Recorded when the
 /// device's configuration has `checking` on.
 public struct Finding: Sendable, Equatable, CustomStringConvertible {
+    /// spec/ivshmem2.md §0: an access the spec forbids, or one it allows but defines to have no
+    /// effect (a driver bug all the same).
+    public enum Kind: String, Sendable { case violation, ineffective }
+    public var kind: Kind = .violation
     public var requirement: String
     public var message: String
     public var access: Access?
     public var peer: UInt32
 
     public var description: String {
-        "[\(requirement)] peer \(peer): \(message)" + (access.map { " (\($0))" } ?? "")
+        "[\(requirement)\(kind == .ineffective ? ", ineffective" : "")] peer \(peer): \(message)" + (access.map { " (\($0))" } ?? "")
     }
 }

@@ -58,20 +58,21 @@ public final class IvshmemDevice: @unchecked Sendable {
     // MARK: config space
 
     /// A config-space read of 1, 2 or 4 naturally aligned bytes (CFG-ACC-1). Other accesses
-    /// read all-ones and are recorded.
+    /// read 0 and are recorded (CFG-ACC-2).
     public func configRead(offset: Int, size: Int) -> UInt32 {
         perform { s, fx in
             guard Self.validConfigAccess(offset: offset, size: size) else {
                 s.record("CFG-ACC-2", "config read of \(size) bytes at 0x\(String(offset, radix: 16)) is not a naturally aligned 1/2/4-byte access inside 256 bytes",
                          Access(space: .config, offset: UInt64(max(offset, 0)), size: size, isWrite: false), peer: id)
-                return UInt32.max >> UInt32(32 - 8 * min(max(size, 1), 4))
+                return 0
             }
             return s.config.read(offset: offset, size: size)
         }
     }
 
     /// A config-space write through the generic rule; read-only bytes keep their value inside
-    /// wider writes (CFG-ACC-2).
+    /// wider writes (CFG-ACC-3). Writing a read-only register is allowed and ignored, so it is
+    /// not a violation (spec section 0: "Nothing else is a violation").
     public func configWrite(offset: Int, size: Int, value: UInt32) {
         perform { s, fx in
             let access = Access(space: .config, offset: UInt64(max(offset, 0)), size: size, isWrite: true, value: UInt64(value))
@@ -81,12 +82,14 @@ public final class IvshmemDevice: @unchecked Sendable {
             }
             let writes = s.config.block.write(offset: offset, size: size, value: UInt64(value))
             for w in writes {
-                if w.field.isReadOnly && w.ignoredBits != 0 {
-                    s.record(w.field.requirement, "write to read-only '\(w.field.name)' ignored (tried to change bits 0x\(String(w.ignoredBits, radix: 16)))", access, peer: id)
+                // CFG-ACC-3: a read-only register keeps its value. Trying to change one is an
+                // ineffective access, except in BARs, which firmware probes with all-ones
+                // whether they are implemented or not.
+                if w.field.isReadOnly && w.ignoredBits != 0 && !w.field.requirement.hasPrefix("CFG-BAR") {
+                    s.record("CFG-ACC-3", "write to read-only '\(w.field.name)' ignored (tried to change bits 0x\(String(w.ignoredBits, radix: 16)))", access, peer: id, kind: .ineffective)
                 }
                 s.configHook(w, layout: layout, access: access, peer: id, effects: &fx)
             }
-            if offset < 0x40 && offset + size > 0x40, writes.isEmpty {}  // header/capability boundary: nothing special
         }
     }
 
@@ -200,7 +203,12 @@ public final class IvshmemDevice: @unchecked Sendable {
     /// Peer `peer`'s entry in the state table (SHM-ST-2).
     public func stateTableEntry(_ peer: UInt32) -> UInt32 { sharedMemory.loadState(peer: peer) }
 
+    /// Bytes the driver can reach that belong to no section read 0 and ignore writes without
+    /// being a violation: BAR2's rounding gap (SHM-BAR-2) and the qemu-rfc tail (SHM-BAR-5).
+    /// Only an access beyond what BAR2 (or, without BAR2, the Base Address range) decodes is recorded.
     private func recordOutside(offset: UInt64, size: Int, write: Bool, value: UInt64?) {
+        let window = layout.bar(.sharedMemory)?.size ?? layout.geometry.totalSize
+        if offset <= window, UInt64(size) <= window - offset { return }
         perform { s, _ in
             s.record("SHM-LAYOUT-9", "\(write ? "write" : "read") of \(size) bytes at 0x\(String(offset, radix: 16)) is outside the \(layout.geometry.totalSize)-byte shared memory layout",
                      Access(space: .sharedMemory, offset: offset, size: size, isWrite: write, value: value), peer: id)
@@ -253,9 +261,9 @@ public final class IvshmemDevice: @unchecked Sendable {
                 switch outcome {
                 case .delivered: break
                 case .inactiveTarget:
-                    perform { s, _ in s.record("REG-DB-5", "doorbell to peer \(target), which is not connected: no effect", access, peer: id) }
+                    perform { s, _ in s.record("REG-DB-5", "doorbell to peer \(target), which is not connected: no effect", access, peer: id, kind: .ineffective) }
                 case .noSuchVector(let n):
-                    perform { s, _ in s.record("REG-DB-4", "doorbell to vector \(vector) of peer \(target), which has \(n) vector(s): no effect", access, peer: id) }
+                    perform { s, _ in s.record("REG-DB-4", "doorbell to vector \(vector) of peer \(target), which has \(n) vector(s): no effect", access, peer: id, kind: .ineffective) }
                 case .linkDown:
                     break
                 }

@@ -24,12 +24,14 @@ public final class LocalFabric: PeerLink, @unchecked Sendable {
         self.tables = tables
     }
 
-    /// Adds a device with the lowest free ID (or `id`), like a server would.
+    /// Adds a device with the lowest free ID (or `id`), like a server would. `configure` may
+    /// change the configuration, but a joining device must match the link's N, V, section sizes
+    /// and protocol (the two sides of a virtio protocol may differ in bit 14) and take an ID no
+    /// active peer holds (DEV-CFG-8); a failed join adds nothing (DEV-CFG-9).
     public func addDevice(id: UInt32? = nil, configure: (inout DeviceConfiguration) -> Void = { _ in }) throws -> IvshmemDevice {
         var config = template
         let taken = devices.withLock { Set($0.keys) }
         if let id {
-            guard !taken.contains(id) else { throw DeviceConfigurationError(parameter: "id", message: "peer ID \(id) is already in use") }
             config.id = id
         } else {
             guard let free = (0..<template.maxPeers).first(where: { !taken.contains($0) }) else {
@@ -38,9 +40,33 @@ public final class LocalFabric: PeerLink, @unchecked Sendable {
             config.id = free
         }
         configure(&config)
+        try checkJoin(config)
         let device = try IvshmemDevice(configuration: config, sharedMemory: sharedMemory, link: self, tables: tables)
-        devices.withLock { $0[config.id] = device }
+        try devices.withLock { d in
+            guard d[config.id] == nil else { throw DeviceConfigurationError(parameter: "id", message: "peer ID \(config.id) is already in use") }
+            d[config.id] = device
+        }
         return device
+    }
+
+    /// DEV-CFG-8: the parameters every peer of this link shares.
+    private func checkJoin(_ c: DeviceConfiguration) throws {
+        func mismatch(_ p: String, _ mine: Any, _ link: Any) -> DeviceConfigurationError {
+            DeviceConfigurationError(parameter: p, message: "\(p) \(mine) does not match the link's \(link)")
+        }
+        guard c.maxPeers == template.maxPeers else { throw mismatch("maxPeers", c.maxPeers, template.maxPeers) }
+        guard c.vectors == template.vectors else { throw mismatch("vectors", c.vectors, template.vectors) }
+        if let st = c.stateTableSize, st != geometry.stateTableSize { throw mismatch("stateTableSize", st, geometry.stateTableSize) }
+        guard c.rwSectionSize == template.rwSectionSize else { throw mismatch("rwSectionSize", c.rwSectionSize, template.rwSectionSize) }
+        guard c.outputSectionSize == template.outputSectionSize else {
+            throw mismatch("outputSectionSize", c.outputSectionSize, template.outputSectionSize)
+        }
+        guard IvshmemProtocol(c.protocolType).isCompatible(with: IvshmemProtocol(template.protocolType)) else {
+            throw mismatch("protocolType", IvshmemProtocol(c.protocolType), IvshmemProtocol(template.protocolType))
+        }
+        guard c.id >= template.maxPeers || device(c.id) == nil else {
+            throw DeviceConfigurationError(parameter: "id", message: "peer ID \(c.id) is already in use")
+        }
     }
 
     /// Disconnects a device: its state entry becomes 0 (SHM-ST-3), then every remaining device

@@ -110,34 +110,43 @@ public struct RegisterBlock: Sendable {
     /// Applies the generic write rule to `size` bytes at `offset` and reports every field the
     /// write touched, with its value before and after.
     public mutating func write(offset: Int, size: Int, value: UInt64) -> [FieldWrite] {
-        var touched: [Int32] = []
-        var before: [UInt64] = []
-        var ignored: [UInt64] = []
-        for k in 0..<size {
+        // Fields are contiguous byte ranges and bytes are visited in order, so each field's
+        // bytes form one run: its old value is read before the run and the result appended
+        // after it (one array per write instead of four: this is the register hot path).
+        var out: [FieldWrite] = []
+        var k = 0
+        while k < size {
             let i = offset + k
-            guard i >= 0, i < bytes.count else { continue }
+            guard i >= 0, i < bytes.count else { k += 1; continue }
             let idx = fieldIndex[i]
-            if idx >= 0, !touched.contains(idx) {
-                touched.append(idx)
-                before.append(self.value(of: fields[Int(idx)]))
-                ignored.append(0)
+            guard idx >= 0 else {
+                applyRule(byte: i, value: UInt8(truncatingIfNeeded: value >> UInt64(k * 8)))
+                k += 1
+                continue
             }
-            let v = UInt8(truncatingIfNeeded: value >> UInt64(k * 8))
-            let old = bytes[i]
-            let wm = writableMask[i]
-            var new = (v & wm) | (old & ~wm)
-            new &= ~(v & w1cMask[i])
-            bytes[i] = new
-            if idx >= 0, let t = touched.firstIndex(of: idx) {
-                let f = fields[Int(idx)]
-                let roChange = (v ^ old) & ~wm & ~w1cMask[i]
-                ignored[t] |= UInt64(roChange) << UInt64((i - f.offset) * 8)
-            }
-        }
-        return touched.enumerated().map { (t, idx) in
             let f = fields[Int(idx)]
-            return FieldWrite(field: f, old: before[t], new: self.value(of: f), ignoredBits: ignored[t])
+            let before = self.value(of: f)
+            var ignored: UInt64 = 0
+            while k < size, offset + k < bytes.count, fieldIndex[offset + k] == idx {
+                let j = offset + k
+                let v = UInt8(truncatingIfNeeded: value >> UInt64(k * 8))
+                let roChange = (v ^ bytes[j]) & ~writableMask[j] & ~w1cMask[j]
+                ignored |= UInt64(roChange) << UInt64((j - f.offset) * 8)
+                applyRule(byte: j, value: v)
+                k += 1
+            }
+            out.append(FieldWrite(field: f, old: before, new: self.value(of: f), ignoredBits: ignored))
         }
+        return out
+    }
+
+    /// The generic write rule on one byte.
+    @inline(__always)
+    private mutating func applyRule(byte i: Int, value v: UInt8) {
+        let wm = writableMask[i]
+        var new = (v & wm) | (bytes[i] & ~wm)
+        new &= ~(v & w1cMask[i])
+        bytes[i] = new
     }
 
     /// The field covering byte `offset`, if any.

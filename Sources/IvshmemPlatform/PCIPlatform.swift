@@ -15,6 +15,9 @@ public final class PCIPlatform: InterruptSink, @unchecked Sendable {
 
     private struct State {
         var slots: [BDF: IvshmemDevice] = [:]
+        /// `slots` in BDF order, kept up to date by add/remove: the decode paths walk it on
+        /// every access and must not sort or allocate.
+        var ordered: [(bdf: BDF, device: IvshmemDevice)] = []
         var cf8: UInt32 = 0
     }
     private let state = Mutex(State())
@@ -28,21 +31,25 @@ public final class PCIPlatform: InterruptSink, @unchecked Sendable {
         try state.withLock { s in
             guard s.slots[bdf] == nil else { throw PlatformError.slotOccupied(bdf) }
             s.slots[bdf] = device
+            s.ordered = s.slots.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         }
         device.interruptSink = self
     }
 
     public func remove(at bdf: BDF) {
-        let d = state.withLock { $0.slots.removeValue(forKey: bdf) }
+        let d = state.withLock { s -> IvshmemDevice? in
+            defer { s.ordered = s.slots.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
+            return s.slots.removeValue(forKey: bdf)
+        }
         if d?.interruptSink === self { d?.interruptSink = nil }
     }
 
     public func device(at bdf: BDF) -> IvshmemDevice? { state.withLock { $0.slots[bdf] } }
     public var devices: [(bdf: BDF, device: IvshmemDevice)] {
-        state.withLock { $0.slots.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
+        state.withLock { $0.ordered }
     }
     public func address(of device: IvshmemDevice) -> BDF? {
-        state.withLock { $0.slots.first { $0.value === device }?.key }
+        state.withLock { $0.ordered.first { $0.device === device }?.bdf }
     }
 
     // MARK: config space by BDF
@@ -64,6 +71,7 @@ public final class PCIPlatform: InterruptSink, @unchecked Sendable {
             return off < 0x100 ? UInt64(configRead(bdf, offset: off, size: size)) : (device(at: bdf) == nil ? Self.ones(size) : 0)
         }
         guard let hit = decodeMemory(address) else { return Self.ones(size) }
+        if hit.bar < 0 { return hit.device.sharedMemoryLoad(offset: hit.offset, size: size) }
         return hit.device.barRead(hit.bar, offset: hit.offset, size: size)
     }
 
@@ -73,6 +81,7 @@ public final class PCIPlatform: InterruptSink, @unchecked Sendable {
             return
         }
         guard let hit = decodeMemory(address) else { return }
+        if hit.bar < 0 { return hit.device.sharedMemoryStore(offset: hit.offset, size: size, value: value) }
         hit.device.barWrite(hit.bar, offset: hit.offset, size: size, value: value)
     }
 
@@ -83,7 +92,7 @@ public final class PCIPlatform: InterruptSink, @unchecked Sendable {
             if !d.profile.sharedMemoryInBAR2 {
                 let base = d.configuration.baseAddress
                 if address >= base, address - base < d.layout.geometry.totalSize {
-                    return (d, 2, address - base)
+                    return (d, -1, address - base)
                 }
             }
             guard d.memoryDecodeEnabled else { continue }

@@ -25,39 +25,45 @@ extension UnixSocket {
     /// `Errno.brokenPipe`, not SIGPIPE. A full socket buffer throws with `Errno.wouldBlock`,
     /// so that a caller with a non-blocking socket can queue and retry.
     public static func sendMessage(on socket: FileDescriptor, bytes: [UInt8], fds: [FileDescriptor] = []) throws -> Int {
+        if bytes.isEmpty && !fds.isEmpty {
+            return try sendMessage(on: socket, bytes: [0], fds: fds)  // descriptors need a byte
+        }
+        return try bytes.withUnsafeBytes { try sendMessage(on: socket, buffer: $0, fds: fds) }
+    }
+
+    /// ``sendMessage(on:bytes:fds:)`` from a buffer the caller owns (no copy).
+    public static func sendMessage(on socket: FileDescriptor, buffer: UnsafeRawBufferPointer, fds: [FileDescriptor]) throws -> Int {
         precondition(fds.count <= maxFDsPerMessage, "at most \(maxFDsPerMessage) descriptors per message")
-        var payload = bytes
-        if payload.isEmpty && !fds.isEmpty { payload = [0] }  // descriptors need at least one byte
-        return try payload.withUnsafeMutableBytes { data in
-            var iov = iovec(iov_base: data.baseAddress, iov_len: data.count)
-            return try withUnsafeMutablePointer(to: &iov) { iovPointer in
-                var header = msghdr()
-                header.msg_iov = iovPointer
-                header.msg_iovlen = 1
-                if fds.isEmpty {
-                    return try retryingSystemCall("sendmsg", detail: socket.description) {
-                        sendmsg(socket.rawValue, &header, Int32(MSG_NOSIGNAL))
-                    }
+        precondition(!buffer.isEmpty || fds.isEmpty, "descriptors need at least one byte")
+        // sendmsg does not write through msg_iov; the mutable pointer is only the C signature.
+        var iov = iovec(iov_base: buffer.baseAddress.map { UnsafeMutableRawPointer(mutating: $0) }, iov_len: buffer.count)
+        return try withUnsafeMutablePointer(to: &iov) { iovPointer in
+            var header = msghdr()
+            header.msg_iov = iovPointer
+            header.msg_iovlen = 1
+            if fds.isEmpty {
+                return try retryingSystemCall("sendmsg", detail: socket.description) {
+                    sendmsg(socket.rawValue, &header, Int32(MSG_NOSIGNAL))
                 }
-                let dataLength = MemoryLayout<CInt>.size * fds.count
-                let space = ivs_cmsg_space(dataLength)
-                let control = UnsafeMutableRawPointer.allocate(byteCount: space, alignment: MemoryLayout<cmsghdr>.alignment)
-                defer { control.deallocate() }
-                control.initializeMemory(as: UInt8.self, repeating: 0, count: space)
-                header.msg_control = control
+            }
+            let dataLength = MemoryLayout<CInt>.size * fds.count
+            let space = ivs_cmsg_space(dataLength)
+            return try withUnsafeTemporaryAllocation(byteCount: space, alignment: MemoryLayout<cmsghdr>.alignment) { control in
+                guard let controlBase = control.baseAddress else {
+                    throw SystemCallError(call: "sendmsg", errno: .invalidArgument, detail: "no control buffer")
+                }
+                controlBase.initializeMemory(as: UInt8.self, repeating: 0, count: space)
+                header.msg_control = controlBase
                 header.msg_controllen = space
-                guard let cmsg = ivs_cmsg_firsthdr(&header) else {
+                guard let cmsg = ivs_cmsg_firsthdr(&header), let data = ivs_cmsg_data(cmsg) else {
                     throw SystemCallError(call: "sendmsg", errno: .invalidArgument, detail: "no room for SCM_RIGHTS")
                 }
                 cmsg.pointee.cmsg_level = SOL_SOCKET
                 cmsg.pointee.cmsg_type = Int32(SCM_RIGHTS)
                 cmsg.pointee.cmsg_len = ivs_cmsg_len(dataLength)
-                guard let data = ivs_cmsg_data(cmsg) else {
-                    throw SystemCallError(call: "sendmsg", errno: .invalidArgument, detail: "no room for SCM_RIGHTS data")
-                }
                 let slot = UnsafeMutableRawPointer(data)
-                for (i, fd) in fds.enumerated() {
-                    slot.storeBytes(of: fd.rawValue, toByteOffset: i * MemoryLayout<CInt>.size, as: CInt.self)
+                for i in 0..<fds.count {
+                    slot.storeBytes(of: fds[i].rawValue, toByteOffset: i * MemoryLayout<CInt>.size, as: CInt.self)
                 }
                 return try retryingSystemCall("sendmsg", detail: socket.description) {
                     sendmsg(socket.rawValue, &header, Int32(MSG_NOSIGNAL))

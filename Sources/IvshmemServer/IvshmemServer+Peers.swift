@@ -83,30 +83,25 @@ extension IvshmemServer {
             vectors: UInt32(configuration.vectors),
             protocol: configuration.advertisedProtocol(forPeer: id),
             outputSectionSize: configuration.outputSectionSize)
-        enqueue(.initial(info), attachment: sharedMemory.descriptor, to: newcomer)
+        enqueue(OutgoingMessage(.initial(info), attachment: sharedMemory.descriptor), to: newcomer)
         // 2. The newcomer's eventfds to every existing peer, in connection order.
         for other in peers {
-            for (vector, fd) in newcomer.eventFDs.enumerated() {
-                enqueue(.eventFD(id: id, vector: UInt32(vector)), attachment: fd, to: other)
-            }
+            for announcement in newcomer.announcements { enqueue(announcement, to: other) }
         }
         // 3. Every existing peer's eventfds to the newcomer.
         for other in peers {
-            for (vector, fd) in other.eventFDs.enumerated() {
-                enqueue(.eventFD(id: other.id, vector: UInt32(vector)), attachment: fd, to: newcomer)
-            }
+            for announcement in other.announcements { enqueue(announcement, to: newcomer) }
         }
         // 4. The newcomer's own eventfds.
-        for (vector, fd) in newcomer.eventFDs.enumerated() {
-            enqueue(.eventFD(id: id, vector: UInt32(vector)), attachment: fd, to: newcomer)
-        }
+        for announcement in newcomer.announcements { enqueue(announcement, to: newcomer) }
         // 5. The newcomer joins the end of the connection order.
         peers.append(newcomer)
+        publish()
         logger.info("peer joined", metadata: ["id": "\(id)", "peers": "\(peers.count)"])
     }
 
     /// Queues a message; a peer whose queue passes the limit is dropped (SRV-IO-1).
-    func enqueue(_ message: WireMessage, attachment: OwnedDescriptor?, to peer: Peer) {
+    func enqueue(_ message: OutgoingMessage, to peer: Peer) {
         guard !peer.departing else { return }
         if peer.queue.count >= configuration.effectiveQueueLimit {
             if !departures.contains(where: { $0.0 === peer }) {
@@ -115,8 +110,10 @@ extension IvshmemServer {
             return
         }
         let wasEmpty = peer.queue.isEmpty
-        peer.queue.append(OutgoingMessage(message, attachment: attachment))
-        if wasEmpty && !peer.watchingWritable { dirty.append(peer) }
+        peer.queue.append(message)
+        // Send at once when nothing is waiting, so that messages leave in the reference's
+        // global order too (WIRE-SEQ-2 before WIRE-SEQ-3), not only per peer.
+        if wasEmpty && !peer.watchingWritable { flush(peer) }
     }
 
     /// Sends what the peer's socket takes now (SRV-IO-1, SRV-IO-2); watches writability while
@@ -161,11 +158,14 @@ extension IvshmemServer {
         peersBySerial[peer.serial] = nil
         if let index = peers.firstIndex(where: { $0 === peer }) { peers.remove(at: index) }
         sharedMemory.clearState(ofPeer: peer.id)
+        let gone = OutgoingMessage(.peerGone(id: peer.id), attachment: nil)
         for other in peers {
-            enqueue(.peerGone(id: peer.id), attachment: nil, to: other)
+            enqueue(gone, to: other)
         }
         peer.eventFDs.removeAll()  // closed once no queued message carries them
+        peer.announcements.removeAll()
         ids.release(peer.id)
+        publish()
         count(departed: 1)
         logger.info("peer left", metadata: ["id": "\(peer.id)", "reason": "\(reason)", "peers": "\(peers.count)"])
     }

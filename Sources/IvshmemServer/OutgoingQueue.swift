@@ -1,16 +1,20 @@
 import IvshmemPosix
 import IvshmemWire
 
-/// One message waiting to be sent, with the descriptor it carries.
-struct OutgoingMessage {
+/// One message waiting to be sent, encoded once, with the descriptor it carries. A class, so
+/// that the same message (a newcomer's eventfd for every peer) is queued to many peers
+/// without copying or re-encoding.
+final class OutgoingMessage {
     let message: WireMessage
     let bytes: [UInt8]
     let attachment: OwnedDescriptor?
+    let fds: [FileDescriptor]
 
     init(_ message: WireMessage, attachment: OwnedDescriptor?) {
         self.message = message
         self.bytes = message.encode()
         self.attachment = attachment
+        self.fds = attachment.map { [$0.fd] } ?? []
     }
 }
 
@@ -47,9 +51,12 @@ struct OutgoingQueue {
         while head < messages.count {
             guard let item = messages[head] else { head += 1; headOffset = 0; continue }
             do {
-                let remaining = headOffset == 0 ? item.bytes : Array(item.bytes[headOffset...])
-                let fds = headOffset == 0 ? (item.attachment.map { [$0.fd] } ?? []) : []
-                let n = try UnixSocket.sendMessage(on: socket, bytes: remaining, fds: fds)
+                let offset = headOffset
+                let n = try item.bytes.withUnsafeBytes { all in
+                    // The descriptor goes with the first byte only.
+                    try UnixSocket.sendMessage(on: socket, buffer: UnsafeRawBufferPointer(rebasing: all[offset...]),
+                                               fds: offset == 0 ? item.fds : [])
+                }
                 headOffset += n
                 if headOffset >= item.bytes.count {
                     sent(item)

@@ -11,6 +11,11 @@ final class Peer {
     let socket: FileDescriptor
     /// One eventfd per vector; the peer's doorbells (WIRE-EVT-1).
     var eventFDs: [OwnedDescriptor]
+    /// EVENT_FD(id, 0…V−1) with its eventfds, encoded once and queued to every peer that must
+    /// learn them (WIRE-SEQ-2 … WIRE-SEQ-4).
+    lazy var announcements: [OutgoingMessage] = eventFDs.enumerated().map { vector, fd in
+        OutgoingMessage(.eventFD(id: id, vector: UInt32(vector)), attachment: fd)
+    }
     /// Messages not yet taken by the socket (SRV-IO-1).
     var queue = OutgoingQueue()
     /// Whether epoll also reports writability (only while the queue is stuck).

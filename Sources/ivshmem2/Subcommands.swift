@@ -8,6 +8,8 @@ extension Ivshmem2 {
         DemoCommand.self,
         RunCommand.self,
         ConformanceCommand.self,
+        SimulateCommand.self,
+        SimulationWorkerCommand.self,
         DumpConfigCommand.self,
     ]
 }

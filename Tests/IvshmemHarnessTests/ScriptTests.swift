@@ -61,7 +61,7 @@ func fixture(_ relative: String) throws -> Script {
     @Test("REG-ST-3, REG-DB-3: the two-peer example passes end to end")
     func examplePasses() throws {
         let results = ScriptRunner().run(try fixture("fixtures/scripts/two-peers.ivs"))
-        #expect(results.count == 1 && results.allSatisfy(\.passed), "\(Reports.text(results))")
+        #expect(results.count == 1 && results.allSatisfy { $0.passed }, "\(Reports.text(results))")
     }
 
     @Test("REG-MAXP-1: the deliberately wrong expectation fails with its line, expected vs actual, and the trace")
@@ -91,7 +91,7 @@ func fixture(_ relative: String) throws -> Script {
     @Test("SRV-ID-2, SRV-VIRTIO-1: raw wire clients see the connect sequence and a refusal")
     func rawClients() throws {
         let results = ScriptRunner().run(try fixture("fixtures/scripts/server-wire.ivs"))
-        #expect(results.allSatisfy(\.passed), "\(Reports.text(results))")
+        #expect(results.allSatisfy { $0.passed }, "\(Reports.text(results))")
     }
 }
 

@@ -40,7 +40,7 @@ struct ConfigHeaderTests {
             #expect(d.cfg8(off) == before[off], "byte 0x\(String(off, radix: 16))")
         }
         #expect(d.cfg32(0x08) == 0xFF40_0100)
-        #expect(d.findings.isEmpty, "writes to read-only registers are not violations: \(d.findings)")
+        #expect(d.findings.allSatisfy { $0.kind == .ineffective && $0.requirement == "CFG-ACC-3" }, "writes to read-only registers are ineffective accesses, not violations: \(d.findings)")
     }
 
     // MARK: command
@@ -97,7 +97,7 @@ struct ConfigHeaderTests {
         #expect(d.cfg32(0x04) == 0x0010_0006)
         d.configWrite(offset: 0x06, size: 2, value: 0x0000)
         #expect(d.cfg16(0x06) == 0x0010)
-        #expect(d.findings.isEmpty)
+        #expect(d.findings.allSatisfy { $0.kind == .ineffective && $0.requirement == "CFG-ACC-3" }, "\(d.findings)")
     }
 
     @Test("CFG-STS-3: Interrupt Status never set in INTx mode", arguments: ["spec", "jailhouse"])
@@ -168,7 +168,7 @@ struct ConfigHeaderTests {
         // total = 1000h + 3000h + 2·2000h = 8000h
         let cases: [(UInt32, UInt64, UInt64)] = [(2, 0x3000, 0x2000), (2, 0, 0), (4, 0x5_0000, 0x1000), (2, 0x1_0000_0000, 0)]
         for (n, rw, out) in cases {
-            let (_, d) = try makeDevice(makeConfig(profile: profile, maxPeers: n, rw: rw, out: out))
+            let d = try makeLargeDevice(makeConfig(profile: profile, maxPeers: n, rw: rw, out: out))
             let total = d.layout.geometry.totalSize
             let size = pow2ceil(max(total, 0x1000))
             #expect(d.layout.bar(.sharedMemory)?.size == size)
@@ -311,7 +311,7 @@ struct ConfigHeaderTests {
         #expect(d.cfg32(0x0C) == 0)
         d.configWrite(offset: 0x28, size: 4, value: 0xFFFF_FFFF)
         #expect(d.cfg32(0x28) == 0)
-        #expect(d.findings.isEmpty)
+        #expect(d.findings.filter { $0.kind == .violation }.isEmpty, "\(d.findings)")
     }
 
     @Test("CFG-RSV-2: unused bytes in 40h–FFh read 0, ignore writes", arguments: allProfiles)
@@ -402,5 +402,32 @@ struct ConfigHeaderTests {
         let low = d.cfg8(mx + 2)
         d.configWrite(offset: mx + 3, size: 1, value: 0x80)
         #expect(d.cfg16(mx + 2) == 0x8000 | low)
+    }
+}
+
+@Suite struct DriverCheckingTests {
+    @Test("CFG-ACC-3: trying to change a read-only config register is an ineffective access; BAR probes are not")
+    func readOnlyWrites() throws {
+        let fabric = try LocalFabric(template: DeviceConfiguration(profile: "jailhouse", vectors: 2))
+        let d = try fabric.addDevice()
+        d.configWrite(offset: 0x00, size: 4, value: 0xDEAD_BEEF)      // Vendor/Device ID
+        #expect(d.configRead(offset: 0x00, size: 4) == 0x4106_110A)
+        #expect(d.findings.map(\.requirement) == ["CFG-ACC-3", "CFG-ACC-3"])  // Vendor ID and Device ID
+        #expect(d.findings.allSatisfy { $0.kind == .ineffective })
+        d.clearFindings()
+        d.configWrite(offset: 0x18, size: 4, value: 0xFFFF_FFFF)      // BAR2 (absent in jailhouse): a sizing probe
+        d.configWrite(offset: 0x40, size: 4, value: d.configRead(offset: 0x40, size: 4) | 0x0100_0000)  // one-shot via a dword
+        #expect(d.findings.isEmpty, "\(d.findings)")
+        #expect(d.configRead(offset: 0x43, size: 1) == 1)
+    }
+
+    @Test("MSIX-PBA-1: reading the PBA where there are no pending bits is reported as relying on one")
+    func relyingOnPendingBits() throws {
+        for (profile, expected) in [("spec", ["MSIX-PBA-1"]), ("qemu-rfc", [])] {
+            let fabric = try LocalFabric(template: DeviceConfiguration(profile: profile, vectors: 2))
+            let d = try fabric.addDevice()
+            _ = d.barRead(1, offset: UInt64(d.layout.msixPBAOffset), size: 4)
+            #expect(d.findings.map(\.requirement) == expected, "\(profile)")
+        }
     }
 }

@@ -154,3 +154,28 @@ func pow2ceil(_ v: UInt64) -> UInt64 {
     while p < v { p <<= 1 }
     return p
 }
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Lazily backed anonymous memory (MAP_NORESERVE): lets a test build a device whose layout is
+/// gigabytes large without touching more than the pages it uses.
+final class LazyMapping: @unchecked Sendable {
+    let base: UnsafeMutableRawPointer
+    let size: Int
+    init(size: Int) {
+        let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        precondition(p != MAP_FAILED, "mmap of \(size) bytes failed")
+        base = p!
+        self.size = size
+    }
+    deinit { munmap(base, size) }
+}
+
+/// A single device over lazily mapped memory of exactly its layout size (no link).
+func makeLargeDevice(_ config: DeviceConfiguration) throws -> IvshmemDevice {
+    let total = try config.geometry().totalSize
+    let mapping = LazyMapping(size: Int(total))
+    return try IvshmemDevice(configuration: config, sharedMemory: SharedMemory(base: mapping.base, size: mapping.size, owner: mapping), link: nil)
+}

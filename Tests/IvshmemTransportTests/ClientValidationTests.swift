@@ -3,6 +3,8 @@ import IvshmemPosix
 import IvshmemTransport
 import IvshmemWire
 import Testing
+import Synchronization
+import Foundation
 
 /// Every check a device makes on what a server sends, provoked by a scripted server. Each test
 /// also checks that no file descriptor is left open afterwards (WIRE-CLI-19).
@@ -195,6 +197,42 @@ import Testing
         d.close()
         server.close()
         #expect(FileDescriptor.openCount() == before, "the fd that came with PEER_GONE must be closed")
+    }
+
+    @Test("WIRE-GEN-4: the device never writes to the server socket, whatever the driver does")
+    func deviceNeverWrites() throws {
+        let written = Mutex<Int?>(nil)
+        let server = try ScriptedServer()
+        defer { server.close() }
+        let go = DispatchSemaphore(value: 0)
+        server.serve { s, c in
+            let shm = try makeSharedMemory(size: Self.oneMiB)
+            defer { shm.closeQuietly() }
+            try s.send(c, self.initBytes(id: 0), fds: [shm])
+            let own = try EventFD.create(), other = try EventFD.create()
+            defer { own.close(); other.close() }
+            try s.send(c, .eventFD(id: 1, vector: 0), fd: other.fd)
+            try s.send(c, .eventFD(id: 0, vector: 0), fd: own.fd)
+            go.wait()
+            try c.setNonBlocking(true)
+            var buf = [UInt8](repeating: 0, count: 64)
+            do {
+                let n = try buf.withUnsafeMutableBytes { try c.read(into: $0) }
+                written.withLock { $0 = n }
+            } catch let e as SystemCallError where e.errno == .wouldBlock {
+                written.withLock { $0 = 0 }
+            }
+        }
+        let d = try AttachedDevice.attach(socketPath: server.path)
+        defer { d.close() }
+        #expect(eventually { d.activePeers == [0, 1] })
+        d.device.writeRegister(0x10, 5)            // state change: vector 0 at peer 1
+        d.device.writeRegister(0x0C, 1 << 16)      // doorbell to peer 1
+        d.device.writeRegister(0x0C, 0)            // doorbell to itself
+        d.device.reset()
+        go.signal()
+        server.waitForScript()
+        #expect(written.withLock { $0 } == 0, "the device wrote to the server socket")
     }
 
     @Test("WIRE-CLI-15, WIRE-CLI-16: a len below the message's size, an unknown type or a second INIT are reported")

@@ -57,6 +57,19 @@ import Testing
         #expect(unknown.isEmpty, "unknown IDs: \(unknown.map { "\($0.key) in \($0.value.joined(separator: ", "))" }.sorted())")
     }
 
+    @Test("test names list requirement IDs one by one, never as ranges")
+    func noRanges() throws {
+        let range = try Regex(#"[A-Z]+(?:-[A-Z]+)+-[0-9]+\s*(?:…|\.\.\.?|–)\s*-?[0-9]+"#)
+        var offenders: [String] = []
+        let files = FileManager.default.enumerator(at: Self.root.appendingPathComponent("Tests"), includingPropertiesForKeys: nil)?.allObjects.compactMap { $0 as? URL } ?? []
+        for url in files where url.pathExtension == "swift" {
+            for line in try String(contentsOf: url, encoding: .utf8).split(separator: "\n") where line.contains("@Test(") && line.contains(range) {
+                offenders.append("\(url.lastPathComponent): \(line.trimmingCharacters(in: .whitespaces))")
+            }
+        }
+        #expect(offenders.isEmpty, "the coverage gate counts only IDs written out: \(offenders)")
+    }
+
     @Test("every requirement ID cited by spec/tables exists in the spec")
     func tablesCiteKnownRequirements() throws {
         let defined = Set(try Self.definedIDs())

@@ -1,0 +1,200 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import Foundation
+import Histogram
+import IvshmemPosix
+import IvshmemServer
+import Logging
+
+/// `ivshmem2 simulate`: N peers as separate processes attached to our server, running a
+/// scenario, with a per-peer report and latency percentiles.
+struct SimulateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "simulate",
+        abstract: "Run N peer processes through a scenario and report interrupts, losses and latency.",
+        discussion: """
+            Scenarios: ring (a token travels round the ring 'rounds' times), storm (each peer
+            rings 'rounds' random peers as fast as it can), state (each peer changes its state
+            'rounds' times), churn (half the peers storm, the other half leave and rejoin
+            'rounds' times). Every message is also counted in shared memory, so a lost wake-up
+            is detected; several messages handled by one interrupt count as coalesced.
+            Exit status 1 when any event was lost or unexpected.
+            """)
+
+    @Option(help: "Number of peer processes (2…1024).") var peers: Int = 4
+    @Option(help: "Interrupt vectors per peer.") var vectors: Int = 2
+    @Option(help: "ring, storm, state or churn.") var scenario: Scenario = .storm
+    @Option(help: "Rounds per peer (tokens, messages or state changes).") var rounds: Int = 200
+    @Option(help: "Seed for the random targets.") var seed: UInt64 = 1
+    @Flag(help: "Print the per-peer table.") var perPeer = false
+
+    func run() throws {
+        guard (2...1024).contains(peers) else { throw ValidationError("--peers must be between 2 and 1024, got \(peers)") }
+        guard (1...64).contains(vectors) else { throw ValidationError("--vectors must be between 1 and 64, got \(vectors)") }
+        guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
+        try Signals.ignoreBrokenPipe()
+        let limit = try ResourceLimits.raiseOpenFilesToMaximum()
+        let needed = UInt64(peers * (vectors + 2) + 64)
+        if limit < needed {
+            throw ValidationError("\(peers) peers need about \(needed) open files in the server process, but RLIMIT_NOFILE's hard limit is \(limit); raise it (ulimit -Hn) or use fewer peers")
+        }
+        let dir = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-sim.XXXXXX")
+        defer { FileSystem.removeDirectoryTree(dir) }
+        var config = ServerConfiguration()
+        config.socketPath = dir + "/ivshmem.sock"
+        config.maxPeers = UInt64(max(peers, 2))
+        config.vectors = UInt64(vectors)
+        config.outputSectionSize = UInt64(max(4096, (peers * 16 + 4095) / 4096 * 4096))
+        config.size = 4096 * UInt64((peers * 4 + 4095) / 4096 + 1) + config.maxPeers * config.outputSectionSize + 4096
+        config.size = (config.size + 4095) / 4096 * 4096
+        var logger = Logger(label: "ivshmem2.simulate.server")
+        logger.logLevel = .error
+        let server = try ServerThread.start(configuration: config, logger: logger)
+        defer { server.stop() }
+
+        let start = Monotonic.now()
+        progress("starting \(peers) peer processes (scenario \(scenario.rawValue), \(vectors) vector(s), \(rounds) rounds)")
+        var workers: [SimChild] = []
+        defer { for w in workers { w.kill() } }
+        let churners = scenario == .churn ? peers / 2 : 0
+        for i in 0..<peers {
+            let role = i >= peers - churners ? "churn" : "peer"
+            let w = try SimChild(arguments: ["simulate-worker", "--socket", config.socketPath, "--scenario", scenario.rawValue,
+                                             "--peers", String(peers), "--rounds", String(rounds), "--seed", String(seed)], role: role)
+            workers.append(w)
+            _ = try w.expect("ready", timeout: 60)
+            if (i + 1) % 64 == 0 { progress("\(i + 1)/\(peers) peers attached") }
+        }
+        // Everyone must know everyone before the scenario starts.
+        let deadline = Monotonic.now() + 120
+        while server.server.connectedPeerIDs.count < peers && Monotonic.now() < deadline { Monotonic.sleep(seconds: 0.01) }
+        Monotonic.sleep(seconds: min(2, 0.05 + Double(peers) * 0.002))
+        let attached = Monotonic.now() - start
+        progress("all \(peers) peers attached in \(String(format: "%.2f", attached)) s; go")
+
+        let runStart = Monotonic.now()
+        for w in workers { try w.send("go") }
+        var finished = 0
+        var lastProgress = Monotonic.now()
+        for w in workers {
+            _ = try w.expect("sent-all", timeout: 300)
+            finished += 1
+            if Monotonic.now() - lastProgress > 1 {
+                progress("\(finished)/\(peers) peers finished sending")
+                lastProgress = Monotonic.now()
+            }
+        }
+        for w in workers { try w.send("final") }
+        var reports: [[String: Any]] = []
+        for w in workers {
+            let line = try w.expect("done ", timeout: 60)
+            guard let obj = try JSONSerialization.jsonObject(with: Data(line.dropFirst(5).utf8)) as? [String: Any] else {
+                throw ValidationError("a worker sent an unreadable report: \(line)")
+            }
+            reports.append(obj)
+        }
+        let elapsed = Monotonic.now() - runStart
+        for w in workers { try? w.send("exit") }
+        for w in workers { _ = w.finish() }
+        workers.removeAll()
+        try printReport(reports, elapsed: elapsed, attachSeconds: attached)
+    }
+
+    func progress(_ s: String) { writeStderr("simulate: \(s)\n") }
+
+    func printReport(_ reports: [[String: Any]], elapsed: Double, attachSeconds: Double) throws {
+        func int(_ r: [String: Any], _ k: String) -> Int { (r[k] as? Int) ?? Int((r[k] as? Double) ?? 0) }
+        let peersOnly = reports.filter { $0["role"] as? String == "peer" }
+        var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        for r in peersOnly { for s in (r["samples"] as? [Any]) ?? [] { _ = histogram.record(UInt64((s as? Int) ?? 0)) } }
+        let sent = peersOnly.reduce(0) { $0 + int($1, "sent") }
+        let observed = peersOnly.reduce(0) { $0 + int($1, "observed") }
+        let delivered = peersOnly.reduce(0) { $0 + int($1, "delivered") }
+        let lost = peersOnly.reduce(0) { $0 + int($1, "lost") }
+        let unexpected = peersOnly.reduce(0) { $0 + int($1, "unexpected") }
+        var out = "scenario \(scenario.rawValue): \(reports.count) peers, \(vectors) vector(s), \(rounds) rounds, attach \(String(format: "%.2f", attachSeconds)) s, run \(String(format: "%.3f", elapsed)) s\n"
+        if perPeer {
+            out += "  peer      sent  interrupts  observed  coalesced  lost  unexpected  state-transitions  joins  leaves\n"
+            for r in reports.sorted(by: { int($0, "id") < int($1, "id") }) {
+                if r["role"] as? String == "churn" {
+                    out += "  \(pad(int(r, "id"), 4))  churn: left and rejoined \(int(r, "cycles")) times\n"
+                    continue
+                }
+                let coalesced = max(0, int(r, "observed") - int(r, "delivered"))
+                out += "  \(pad(int(r, "id"), 4))  \(pad(int(r, "sent"), 8))  \(pad(int(r, "interrupts"), 10))  \(pad(int(r, "observed"), 8))  \(pad(coalesced, 9))  \(pad(int(r, "lost"), 4))  \(pad(int(r, "unexpected"), 10))  \(pad(int(r, "stateTransitions"), 17))  \(pad(int(r, "joins"), 5))  \(pad(int(r, "leaves"), 6))\n"
+            }
+        }
+        out += "messages: sent \(sent), observed \(observed), interrupts delivered \(delivered), coalesced \(max(0, observed - delivered)), lost \(lost), unexpected \(unexpected)\n"
+        if scenario == .state {
+            out += "state transitions seen: \(peersOnly.reduce(0) { $0 + int($1, "stateTransitions") }); final states seen \(peersOnly.reduce(0) { $0 + int($1, "finalStatesSeen") }) of \(peersOnly.count * (peersOnly.count - 1))\n"
+        }
+        if scenario == .churn {
+            out += "churn: \(reports.filter { $0["role"] as? String == "churn" }.reduce(0) { $0 + int($1, "cycles") }) leave/rejoin cycles; stable peers saw \(peersOnly.reduce(0) { $0 + int($1, "leaves") }) departures\n"
+        }
+        if histogram.totalCount > 0 {
+            func us(_ p: Double) -> String { String(format: "%.1f", Double(histogram.valueAtPercentile(p)) / 1000) }
+            out += "latency (doorbell to handler, µs, \(histogram.totalCount) samples): p50 \(us(50)) p90 \(us(90)) p99 \(us(99)) p99.9 \(us(99.9)) max \(String(format: "%.1f", Double(histogram.max) / 1000))\n"
+        }
+        var bad = lost > 0 || unexpected > 0
+        if scenario == .state {
+            let expected = peersOnly.count * (peersOnly.count - 1)
+            let seen = peersOnly.reduce(0) { $0 + int($1, "finalStatesSeen") }
+            if seen != expected { bad = true; out += "error: \(expected - seen) final state values were not seen\n" }
+        }
+        out += bad ? "RESULT: FAIL (events lost or unexpected)\n" : "RESULT: OK (no lost or unexpected events)\n"
+        writeStdout(out)
+        if bad { throw ExitCode(1) }
+    }
+
+    func pad(_ v: Int, _ w: Int) -> String {
+        let s = String(v)
+        return String(repeating: " ", count: max(0, w - s.count)) + s
+    }
+}
+
+/// A worker process and its stdout lines.
+final class SimChild {
+    let process: SpawnedProcess
+    private var reader: LineReader
+
+    init(arguments: [String], role: String) throws {
+        var env: [String] = []
+        var i = 0
+        while let e = environ[i] { env.append(String(cString: e)); i += 1 }
+        env.append("IVSHMEM2_SIM_ROLE=\(role)")
+        process = try SpawnedProcess.spawn(executable: try SpawnedProcess.currentExecutablePath(), arguments: arguments, environment: env,
+                                           standardInput: .pipe, standardOutput: .pipe, standardError: .inherit)
+        reader = LineReader(fd: process.standardOutput!)
+    }
+
+    func send(_ line: String) throws { try process.standardInput?.writeAll(line + "\n") }
+
+    func expect(_ prefix: String, timeout: Double) throws -> String {
+        let deadline = Monotonic.now() + timeout
+        while true {
+            if let line = reader.bufferedLine() {
+                if line.hasPrefix(prefix) { return line }
+                continue
+            }
+            let left = deadline - Monotonic.now()
+            guard left > 0 else { throw ValidationError("peer process \(process.pid) sent no '\(prefix)' within \(timeout) s") }
+            if try process.standardOutput!.waitReadable(timeoutMilliseconds: Int32(min(left, 1) * 1000)) {
+                if try !reader.fill() { throw ValidationError("peer process \(process.pid) exited before '\(prefix)'") }
+            }
+        }
+    }
+
+    func finish() -> ExitStatus? {
+        process.standardInput?.closeQuietly()
+        let s = try? process.waitWithTimeout(seconds: 10)
+        if s == nil { kill() }
+        process.closePipes()
+        return s ?? nil
+    }
+
+    func kill() {
+        if SpawnedProcess.exists(process.pid) { try? process.signal(SIGKILL); _ = try? process.wait() }
+    }
+}

@@ -1,0 +1,257 @@
+import ArgumentParser
+import IvshmemModel
+import IvshmemPlatform
+import IvshmemPosix
+import IvshmemTransport
+import Synchronization
+
+/// The scenarios `ivshmem2 simulate` runs.
+enum Scenario: String, CaseIterable, ExpressibleByArgument, Sendable {
+    /// A token travels around the ring: each peer rings the next when it gets it.
+    case ring
+    /// Every peer rings random other peers as fast as it can.
+    case storm
+    /// Every peer changes its state repeatedly; the others follow the state table.
+    case state
+    /// Half the peers storm among themselves while the other half leave and rejoin.
+    case churn
+}
+
+/// One simulated peer: a separate process attached to the server, programmed like a driver,
+/// talking to the coordinator over stdin/stdout (`ready`, `go`, `final`, `exit` / `done {json}`).
+///
+/// Lost wake-ups are detected at the protocol level, the way the spec asks users to derive
+/// event state from shared memory: before ringing peer t, sender s bumps a counter and stores a
+/// timestamp in slot t of its own output section; on every interrupt a receiver reconciles
+/// every sender's slot for it. A message whose counter moved but whose interrupt never came is
+/// lost; several messages seen on one interrupt were coalesced.
+struct SimulationWorkerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "simulate-worker", abstract: "One peer of a simulation (started by `simulate`).", shouldDisplay: false)
+
+    @Option var socket: String
+    @Option var scenario: Scenario
+    @Option var peers: Int
+    @Option var rounds: Int
+    @Option var seed: UInt64 = 1
+
+    func run() throws {
+        try Signals.ignoreBrokenPipe()
+        let churner = scenario == .churn && (try? Self.isChurner()) == true
+        var input = LineReader(fd: .standardInput)
+        if churner {
+            try runChurner(&input)
+            return
+        }
+        let w = try SimWorker(socket: socket, scenario: scenario, peers: peers, rounds: rounds, seed: seed)
+        writeStdout("ready \(w.id)\n")
+        guard try input.next() == "go" else { return }
+        try w.start()
+        writeStdout("sent-all \(w.id)\n")
+        guard try input.next() == "final" else { return }
+        writeStdout("done " + w.finish() + "\n")
+        _ = try input.next()  // "exit": detach only when every peer has reported
+        w.link.close()
+    }
+
+    static func isChurner() throws -> Bool { (SimWorker.environment("IVSHMEM2_SIM_ROLE") ?? "") == "churn" }
+
+    /// Leaves and rejoins `rounds` times while the others run; reports how often.
+    func runChurner(_ input: inout LineReader) throws {
+        var link: AttachedDevice? = try AttachedDevice.attach(socketPath: socket)
+        writeStdout("ready \(link!.device.id)\n")
+        guard try input.next() == "go" else { return }
+        var cycles = 0
+        for _ in 0..<rounds {
+            link?.close()
+            link = nil
+            Monotonic.sleep(seconds: 0.005)
+            link = try AttachedDevice.attach(socketPath: socket)
+            _ = link!.waitForPeers(timeout: 5) { $0.count >= 2 }
+            cycles += 1
+        }
+        writeStdout("sent-all \(link!.device.id)\n")
+        guard try input.next() == "final" else { return }
+        writeStdout("done {\"id\":\(link!.device.id),\"role\":\"churn\",\"cycles\":\(cycles)}\n")
+        _ = try input.next()
+        link?.close()
+    }
+}
+
+/// The peer's device, its counters and its scenario logic.
+final class SimWorker: @unchecked Sendable {
+    let link: AttachedDevice
+    let platform = PCIPlatform()
+    let scenario: Scenario
+    let peers: Int
+    let rounds: Int
+    var id: UInt32 { link.device.id }
+    var device: IvshmemDevice { link.device }
+    let doorbellVector: Int
+
+    private struct Counters {
+        var lastSeen: [UInt64]
+        var observed: UInt64 = 0
+        var unexpected = 0
+        var interrupts = 0
+        var samples: [UInt64] = []
+        var sampleCount: UInt64 = 0
+        var stateSeen: [UInt32]
+        var stateTransitions = 0
+        var ringsForwarded = 0
+        var tokensAtZero = 0
+        var rng: UInt64
+        var sent: UInt64 = 0
+    }
+    private let counters: Mutex<Counters>
+    private let tokenDone = Mutex(false)
+
+    static func environment(_ name: String) -> String? {
+        guard let v = getenv(name) else { return nil }
+        return String(cString: v)
+    }
+
+    init(socket: String, scenario: Scenario, peers: Int, rounds: Int, seed: UInt64) throws {
+        link = try AttachedDevice.attach(socketPath: socket)
+        self.scenario = scenario
+        self.peers = peers
+        self.rounds = rounds
+        let n = Int(link.device.configuration.maxPeers)
+        doorbellVector = link.device.configuration.vectors > 1 ? 1 : 0
+        counters = Mutex(Counters(lastSeen: Array(repeating: 0, count: n), stateSeen: Array(repeating: 0, count: n), rng: seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(link.device.id) &+ 1))
+        let bdf = try BDF(device: 4)
+        try platform.add(link.device, at: bdf)
+        var fw = Firmware()
+        let bars = fw.assign(platform, bdf)
+        PeerSession.enableInterrupts(platform: platform, bdf: bdf, device: link.device, msixBase: bars[1])
+        platform.interrupts.addHandler { [self] r in
+            if case .msix(let v, _, _) = r.kind { self.onInterrupt(vector: v) }
+        }
+    }
+
+    /// Slot of sender `s` for target `t`: {u64 count, u64 timestamp} in s's output section.
+    func slot(sender s: UInt32, target t: UInt32) -> UInt64 {
+        device.layout.geometry.outputSectionOffset(peer: UInt64(s)) + UInt64(t) * 16
+    }
+
+    static func nowNanoseconds() -> UInt64 { UInt64(Monotonic.now() * 1e9) }
+
+    /// Publishes one message to `t` in shared memory, then rings it.
+    func send(to t: UInt32) {
+        counters.withLock { $0.sent += 1 }
+        let s = slot(sender: id, target: t)
+        let count = device.sharedMemoryLoad(offset: s, size: 8) &+ 1
+        device.sharedMemoryStore(offset: s + 8, size: 8, value: Self.nowNanoseconds())
+        device.sharedMemoryStore(offset: s, size: 8, value: count)
+        device.writeRegister(0x0C, t << 16 | UInt32(doorbellVector))
+    }
+
+    /// Reconciles every sender's slot for us (IRQ: "derive event state from shared memory").
+    func onInterrupt(vector: Int) {
+        let now = Self.nowNanoseconds()
+        var forward = false
+        counters.withLock { c in
+            c.interrupts += 1
+            if vector != doorbellVector && vector != 0 { c.unexpected += 1 }
+            for s in 0..<UInt32(c.lastSeen.count) where s != id {
+                let base = slot(sender: s, target: id)
+                let count = device.sharedMemoryLoad(offset: base, size: 8)
+                if count < c.lastSeen[Int(s)] { c.unexpected += 1 }  // a counter never goes back
+                if count > c.lastSeen[Int(s)] {
+                    c.observed += count - c.lastSeen[Int(s)]
+                    c.lastSeen[Int(s)] = count
+                    let ts = device.sharedMemoryLoad(offset: base + 8, size: 8)
+                    if ts > 0 && now >= ts { record(&c, now - ts) }
+                    forward = true
+                }
+                let st = device.stateTableEntry(s)
+                if st != c.stateSeen[Int(s)] {
+                    c.stateSeen[Int(s)] = st
+                    c.stateTransitions += 1
+                }
+            }
+        }
+        if scenario == .ring && forward { forwardToken() }
+    }
+
+    private func record(_ c: inout Counters, _ v: UInt64) {
+        c.sampleCount += 1
+        if c.samples.count < 4096 { c.samples.append(v); return }
+        c.rng = c.rng &* 6364136223846793005 &+ 1442695040888963407
+        let j = Int((c.rng >> 33) % c.sampleCount)
+        if j < c.samples.count { c.samples[j] = v }  // reservoir sample
+    }
+
+    private func nextRandom() -> UInt64 {
+        counters.withLock { c in
+            c.rng = c.rng &* 6364136223846793005 &+ 1442695040888963407
+            return c.rng >> 33
+        }
+    }
+
+    private func forwardToken() {
+        let next = (id + 1) % UInt32(peers)
+        if id == 0 {
+            let done = counters.withLock { c -> Bool in
+                c.tokensAtZero += 1
+                return c.tokensAtZero >= rounds
+            }
+            if done { tokenDone.withLock { $0 = true }; return }
+        }
+        counters.withLock { $0.ringsForwarded += 1 }
+        send(to: next)
+    }
+
+    /// Runs this peer's part of the scenario.
+    func start() throws {
+        switch scenario {
+        case .ring:
+            if id == 0 { send(to: 1 % UInt32(peers)) }
+            if id == 0 {
+                let deadline = Monotonic.now() + 120
+                while !tokenDone.withLock({ $0 }) && Monotonic.now() < deadline { Monotonic.sleep(seconds: 0.001) }
+            }
+        case .storm, .churn:
+            let stable = scenario == .churn ? max(2, peers / 2) : peers
+            for _ in 0..<rounds {
+                var t = UInt32(nextRandom() % UInt64(stable))
+                if t == id { t = (t + 1) % UInt32(stable) }
+                send(to: t)
+            }
+        case .state:
+            for k in 1...max(rounds, 1) {
+                device.writeRegister(0x10, id << 16 | UInt32(k))
+                Monotonic.sleep(seconds: 0.0005)
+            }
+        }
+    }
+
+    /// Waits (bounded) until every message sent to us was observed, then reports.
+    func finish() -> String {
+        let deadline = Monotonic.now() + 5
+        var lost: UInt64 = 0
+        while true {
+            var total: UInt64 = 0
+            for s in 0..<UInt32(counters.withLock { $0.lastSeen.count }) where s != id {
+                total += device.sharedMemoryLoad(offset: slot(sender: s, target: id), size: 8)
+            }
+            let observed = counters.withLock { $0.observed }
+            if observed >= total || Monotonic.now() > deadline {
+                lost = total > observed ? total - observed : 0
+                break
+            }
+            Monotonic.sleep(seconds: 0.002)
+        }
+        var finalStates = 0
+        if scenario == .state {
+            for s in 0..<UInt32(peers) where s != id && device.stateTableEntry(s) == s << 16 | UInt32(max(rounds, 1)) { finalStates += 1 }
+        }
+        let stats = device.statistics
+        return counters.withLock { c in
+            "{\"id\":\(id),\"role\":\"peer\",\"sent\":\(c.sent),\"interrupts\":\(c.interrupts),\"delivered\":\(stats.delivered),\"observed\":\(c.observed),\"lost\":\(lost),\"unexpected\":\(c.unexpected),\"stateTransitions\":\(c.stateTransitions),\"finalStatesSeen\":\(finalStates),\"joins\":\(link.linkEvents.filter { if case .eventFD(_, 0) = $0 { return true }; return false }.count),\"leaves\":\(link.linkEvents.filter { if case .peerLeft = $0 { return true }; return false }.count),\"latencyCount\":\(c.sampleCount),\"samples\":[\(c.samples.map(String.init).joined(separator: ","))]}"
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,136 @@
+import IvshmemPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where test scratch files go: a fresh private directory with a short path (socket paths
+/// must fit sun_path).
+final class ScratchDirectory {
+    let path: String
+    init() throws { path = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivs2-test-XXXXXX") }
+    func file(_ name: String) -> String { path + "/" + name }
+    deinit { FileSystem.removeDirectoryTree(path) }
+}
+
+/// The built `ivshmem2` executable, next to the test bundle.
+enum BuiltProducts {
+    struct Missing: Error, CustomStringConvertible {
+        var looked: String
+        var description: String { "the ivshmem2 executable is not at \(looked); build it (swift build --product ivshmem2) before the tests" }
+    }
+
+    /// `IVSHMEM2_BINARY` overrides where to look (a build folder of another configuration).
+    static func ivshmem2() throws -> String {
+        if let override = getenv("IVSHMEM2_BINARY") { return String(cString: override) }
+        let exe = try SpawnedProcess.currentExecutablePath()
+        var directory = exe
+        while let slash = directory.lastIndex(of: "/"), !directory.isEmpty {
+            directory = String(directory[..<slash])
+            let candidate = directory + "/ivshmem2"
+            if let st = try FileSystem.status(ofPath: candidate), st.isRegularFile { return candidate }
+            if directory.hasSuffix("/debug") || directory.hasSuffix("/release") || directory.split(separator: "/").count < 3 { break }
+        }
+        throw Missing(looked: directory + "/ivshmem2")
+    }
+}
+
+/// The result of running `ivshmem2` to completion.
+struct CommandResult {
+    var status: ExitStatus
+    var standardOutput: String
+    var standardError: String
+}
+
+/// `ivshmem2 server` started as a real child process, its stderr going to a log file.
+final class ServerProcess {
+    let process: SpawnedProcess
+    let socketPath: String
+    let logPath: String
+    private var stopped = false
+
+    /// Starts `ivshmem2 server ARGS` and waits for its "listening" log line.
+    init(arguments: [String], socketPath: String, scratch: ScratchDirectory, waitUntilListening: Bool = true) throws {
+        self.socketPath = socketPath
+        logPath = scratch.file("server-\(Int(Monotonic.now() * 1000) % 1_000_000).log")
+        let log = try FileDescriptor.open(logPath, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
+        defer { log.closeQuietly() }
+        process = try SpawnedProcess.spawn(
+            executable: try BuiltProducts.ivshmem2(), arguments: ["server"] + arguments,
+            standardInput: .null, standardOutput: .descriptor(log), standardError: .descriptor(log))
+        if waitUntilListening { try self.waitUntilListening() }
+    }
+
+    struct StartFailed: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    func waitUntilListening(timeout: Double = 10) throws {
+        let deadline = Monotonic.now() + timeout
+        while Monotonic.now() < deadline {
+            if log.contains("listening") { return }
+            if let status = try process.waitWithTimeout(seconds: 0) {
+                stopped = true
+                throw StartFailed(description: "server exited (\(status)) before listening: \(log)")
+            }
+            Monotonic.sleep(seconds: 0.01)
+        }
+        throw StartFailed(description: "server did not listen within \(timeout) s: \(log)")
+    }
+
+    var log: String {
+        (try? FileSystem.readFile(logPath)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+    }
+
+    var isRunning: Bool {
+        !stopped && (try? process.waitWithTimeout(seconds: 0)) == nil
+    }
+
+    /// SIGTERM and wait for the exit status (SIGKILL after `timeout`).
+    @discardableResult
+    func terminate(timeout: Double = 10) throws -> ExitStatus {
+        guard !stopped else { return .exited(-1) }
+        stopped = true
+        try? process.signal(SIGTERM)
+        if let status = try process.waitWithTimeout(seconds: timeout) { return status }
+        try? process.signal(SIGKILL)
+        return try process.wait()
+    }
+
+    deinit {
+        if !stopped {
+            try? process.signal(SIGKILL)
+            _ = try? process.wait()
+        }
+    }
+
+    /// Runs `ivshmem2 ARGS` to completion and collects its output.
+    static func run(_ arguments: [String], timeout: Double = 20) throws -> CommandResult {
+        let child = try SpawnedProcess.spawn(
+            executable: try BuiltProducts.ivshmem2(), arguments: arguments,
+            standardInput: .null, standardOutput: .pipe, standardError: .pipe)
+        defer { child.closePipes() }
+        // The outputs are small (usage text at most): read them to the end, then reap.
+        let out = (try? child.standardOutput?.readAll()) ?? []
+        let err = (try? child.standardError?.readAll()) ?? []
+        let status: ExitStatus
+        if let s = try child.waitWithTimeout(seconds: timeout) { status = s } else {
+            try? child.signal(SIGKILL)
+            status = try child.wait()
+        }
+        return CommandResult(status: status, standardOutput: String(decoding: out, as: UTF8.self), standardError: String(decoding: err, as: UTF8.self))
+    }
+}
+
+/// Descriptor accounting for leak checks: other test targets may run in parallel in the same
+/// process, so wait (briefly) for the count to come back rather than sampling it once.
+enum DescriptorCount {
+    static func settle(toAtMost baseline: Int, timeout: Double = 3) -> Int {
+        let deadline = Monotonic.now() + timeout
+        var now = FileDescriptor.openCount()
+        while now > baseline && Monotonic.now() < deadline {
+            Monotonic.sleep(seconds: 0.02)
+            now = FileDescriptor.openCount()
+        }
+        return now
+    }
+}

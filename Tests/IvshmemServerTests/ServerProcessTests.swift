@@ -1,0 +1,461 @@
+import IvshmemPosix
+import IvshmemServer
+import IvshmemWire
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `ivshmem2 server` executable as a real process, with real UNIX sockets, eventfds and
+/// shared memory, driven by raw wire-protocol clients. Serialized: they spawn processes and
+/// count descriptors.
+extension IvshmemServerTestSuite {
+@Suite("Server process")
+struct ServerProcessTests {
+    typealias PV = RawClient.PeerVector
+
+    // MARK: The reference capture
+
+    @Test("SRV-REF-1, SRV-INIT-1, WIRE-SEQ-1, WIRE-SEQ-2, WIRE-SEQ-3, WIRE-SEQ-4, WIRE-SEQ-5, SRV-GONE-2, SRV-GONE-3, SRV-ID-1: the capture's bytes and fd counts, message for message")
+    func referenceCapture() throws {
+        try expectNoDescriptorLeak {
+            let scratch = try ScratchDirectory()
+            let sock = scratch.file("sock")
+            let server = try ServerProcess(
+                arguments: ["-F", "-S", sock, "-m", scratch.path, "-l", "1M", "-n", "4", "-V", "2", "-o", "64K", "-P", "0x4001"],
+                socketPath: sock, scratch: scratch)
+
+            // 1. A connects (id 0) and writes its state 0xA1.
+            let a = try RawClient(name: "A", path: sock)
+            try a.receive(3)
+            let memA = try a.mapSharedMemory()
+            #expect(memA.size == 1 << 20)
+            memA.store32(0xA1, at: 0)
+
+            // 2. B connects (id 1), sets 0xB2, doorbells both ways through the passed eventfds.
+            let b = try RawClient(name: "B", path: sock)
+            try b.receive(5)
+            try a.receive(2)
+            let memB = try b.mapSharedMemory()
+            memB.store32(0xB2, at: 4)
+            #expect(memB.load32(at: 0) == 0xA1)
+            #expect(memA.load32(at: 4) == 0xB2)
+            try ring(from: b, target: PV(id: 0, vector: 0), seenBy: a)
+            try ring(from: a, target: PV(id: 1, vector: 1), seenBy: b)
+            try ring(from: b, target: PV(id: 0, vector: 1), seenBy: a)
+            b.close()
+
+            // 3. A sees PEER_GONE(1), with B's entry already zeroed; C joins as id 1.
+            try a.receive(1)
+            #expect(memA.load32(at: 4) == 0, "SRV-GONE-2: state entry zeroed before PEER_GONE")
+            let c = try RawClient(name: "C", path: sock)
+            try c.receive(5)
+            try a.receive(2)
+            let memC = try c.mapSharedMemory()
+            memC.store32(0xC0FFEE, at: 4096)  // the R/W section
+            #expect(memA.load32(at: 4096) == 0xC0FFEE)
+            a.close()
+            try c.receive(1)
+            #expect(memC.load32(at: 0) == 0)
+            #expect(try c.receiveUntilQuiet().isEmpty)
+            c.close()
+
+            for (client, name) in [(a, "A"), (b, "B"), (c, "C")] {
+                let expected = try ReferenceFixture.records(for: name)
+                #expect(client.received.count == expected.count, "\(name): \(client.received) vs \(expected)")
+                for (i, (got, want)) in zip(client.received, expected).enumerated() {
+                    #expect(want.matches(got), "\(name) message \(i): got \(got), captured \(want)")
+                }
+            }
+            #expect(try server.terminate() == .exited(0))
+        }
+    }
+
+    /// Signals `target` through the copy `sender` holds, and checks `receiver`'s own copy fires.
+    func ring(from sender: RawClient, target: PV, seenBy receiver: RawClient) throws {
+        let out = try #require(sender.eventFDs[target], "\(sender.name) has no eventfd for \(target)")
+        let own = try #require(receiver.eventFDs[target], "\(receiver.name) has no eventfd for \(target)")
+        try out.signal()
+        #expect(try own.wait(timeoutMilliseconds: 2000))
+        #expect(try own.consume() == 1)
+    }
+
+    // MARK: Joining and leaving
+
+    @Test("WIRE-SEQ-2, WIRE-SEQ-3, WIRE-SEQ-4, WIRE-SEQ-5, SRV-ID-1, SRV-GONE-3: 4 peers join and leave; ids are reused, connection order is kept")
+    func joinLeaveReuse() throws {
+        try expectNoDescriptorLeak {
+            let scratch = try ScratchDirectory()
+            let sock = scratch.file("sock")
+            let server = try ServerProcess(arguments: ["-F", "-S", sock, "-n", "8", "-V", "3", "-l", "1M"], socketPath: sock, scratch: scratch)
+            func info(_ id: UInt32) -> InitialInfo { InitialInfo(id: id, maxPeers: 8, vectors: 3, protocol: 0, outputSectionSize: 0) }
+
+            var clients: [RawClient] = []
+            var order: [UInt32] = []
+            for id in UInt32(0)..<4 {
+                let newcomer = try RawClient(name: "P\(id)", path: sock)
+                let setup = try newcomer.receive(1 + 3 * (order.count + 1))
+                #expect(setup.decoded() == expectedSetup(id: id, existing: order, vectors: 3, info: info(id)))
+                for existing in clients {
+                    #expect(try existing.receive(3).decoded(firstIsInitial: false) == eventFDs(of: id, vectors: 3))
+                }
+                clients.append(newcomer)
+                order.append(id)
+            }
+            // P1 leaves: the others get PEER_GONE(1); the next newcomer gets id 1 and sees the
+            // others in connection order (0, 2, 3).
+            clients[1].close()
+            for i in [0, 2, 3] { #expect(try clients[i].receive(1).decoded(firstIsInitial: false) == [.peerGone(id: 1)]) }
+            let again = try RawClient(name: "P1'", path: sock)
+            #expect(try again.receive(1 + 3 * 4).decoded() == expectedSetup(id: 1, existing: [0, 2, 3], vectors: 3, info: info(1)))
+            for i in [0, 2, 3] { #expect(try clients[i].receive(3).decoded(firstIsInitial: false) == eventFDs(of: 1, vectors: 3)) }
+            // P0 leaves: a newcomer gets id 0 and sees 2, 3, 1 (connection order, not id order).
+            clients[0].close()
+            for c in [clients[2], clients[3], again] { #expect(try c.receive(1).decoded(firstIsInitial: false) == [.peerGone(id: 0)]) }
+            let zero = try RawClient(name: "P0'", path: sock)
+            #expect(try zero.receive(1 + 3 * 4).decoded() == expectedSetup(id: 0, existing: [2, 3, 1], vectors: 3, info: info(0)))
+            for c in [clients[2], clients[3], again] {
+                #expect(try c.receive(3).decoded(firstIsInitial: false) == eventFDs(of: 0, vectors: 3))
+                #expect(try c.receiveUntilQuiet(quiet: 0.05).isEmpty)
+            }
+            for c in clients + [again, zero] { c.close() }
+            #expect(try server.terminate() == .exited(0))
+        }
+    }
+
+    @Test("SRV-GONE-1: a peer that sends any data is freed like one that hangs up")
+    func dataMeansDeparture() throws {
+        try expectNoDescriptorLeak {
+            let scratch = try ScratchDirectory()
+            let sock = scratch.file("sock")
+            let server = try ServerProcess(arguments: ["-F", "-S", sock, "-n", "3"], socketPath: sock, scratch: scratch)
+            let p0 = try RawClient(name: "P0", path: sock)
+            try p0.receive(2)
+            let p1 = try RawClient(name: "P1", path: sock)
+            try p1.receive(3)
+            try p0.receive(1)
+            let mem = try p0.mapSharedMemory()
+            mem.store32(0x1234, at: 4)
+            try p1.sendGarbage()
+            #expect(try p1.waitForHangUp())
+            #expect(try p0.receive(1).decoded(firstIsInitial: false) == [.peerGone(id: 1)])
+            #expect(mem.load32(at: 4) == 0)
+            p0.close(); p1.close()
+            #expect(try server.terminate() == .exited(0))
+        }
+    }
+
+    // MARK: Shared memory
+
+    @Test("SRV-SHM-2, SRV-SHM-3, SRV-SHM-1, SRV-SIG-1: a stale State Table in an existing shm object is zeroed; 0600; unlinked at exit")
+    func stateTableZeroedAtStart() throws {
+        try expectNoDescriptorLeak {
+            let scratch = try ScratchDirectory()
+            let sock = scratch.file("sock")
+            let name = uniqueShmName("stale")
+            // A leftover object full of old content.
+            let old = try SharedMemory.openNamed(name, size: 256 << 10, mode: 0o644)
+            do {
+                let map = try MemoryMapping(fd: old, size: 256 << 10)
+                for offset in stride(from: 0, to: 256 << 10, by: 4) { map.store32(0xDEAD_BEEF, at: offset) }
+            }
+            old.closeQuietly()
+
+            let server = try ServerProcess(arguments: ["-F", "-S", sock, "-M", name, "-l", "128K", "-n", "4"], socketPath: sock, scratch: scratch)
+            let st = try #require(try FileSystem.status(ofPath: "/dev/shm/" + name))
+            #expect(st.permissions == 0o600, "SRV-SHM-3: shm mode")
+            #expect(st.size == 128 << 10, "SRV-SHM-1: exactly the configured size")
+            let sockStatus = try #require(try FileSystem.status(ofPath: sock))
+            #expect(sockStatus.permissions == 0o600, "SRV-SHM-3: socket mode")
+
+            let client = try RawClient(name: "P0", path: sock)
+            try client.receive(2)
+            let mem = try client.mapSharedMemory()
+            #expect(mem.size == 128 << 10)
+            let table = (0..<1024).map { mem.load32(at: $0 * 4) }
+            #expect(table.allSatisfy { $0 == 0 }, "the whole 4 KiB State Table is zero")
+            #expect(mem.load32(at: 4096) == 0xDEAD_BEEF, "only the State Table is cleared")
+            client.close()
+            #expect(try server.terminate() == .exited(0))
+            #expect(try FileSystem.status(ofPath: "/dev/shm/" + name) == nil, "SRV-SIG-1: named shm unlinked")
+            #expect(try FileSystem.status(ofPath: sock) == nil, "SRV-SIG-1: socket unlinked")
+        }
+    }
+
+    @Test("SRV-SHM-4, SRV-SHM-3: -m creates an unlinked file in the directory; --mode widens the socket's permissions")
+    func directoryBackingAndMode() throws {
+        try expectNoDescriptorLeak {
+            let scratch = try ScratchDirectory()
+            let sock = scratch.file("sock")
+            let server = try ServerProcess(arguments: ["-F", "-S", sock, "-m", scratch.path, "-l", "64K", "--mode", "0660"], socketPath: sock, scratch: scratch)
+            #expect(try FileSystem.status(ofPath: sock)?.permissions == 0o660)
+            let client = try RawClient(name: "P0", path: sock)
+            try client.receive(2)
+            let fd = try #require(client.sharedMemory)
+            #expect(try fd.size() == 64 << 10)
+            let link = try FileSystem.readLink("/proc/self/fd/\(fd.rawValue)")
+            #expect(link.hasPrefix(scratch.path + "/ivshmem."), "\(link)")
+            #expect(link.hasSuffix("(deleted)"), "unlinked at once: \(link)")
+            client.close()
+            #expect(try server.terminate() == .exited(0))
+        }
+    }
+
+    // MARK: Virtio
+
+    @Test("SRV-VIRTIO-1: with a virtio protocol peer 0 gets bit 0x4000 set (back-end), peer 1 cleared (front-end), also after reuse")
+    func virtioRoles() throws {
+        try expectNoDescriptorLeak {
+            let scratch = try ScratchDirectory()
+            let sock = scratch.file("sock")
+            let server = try ServerProcess(arguments: ["-F", "-S", sock, "-P", "0x8003"], socketPath: sock, scratch: scratch)
+            let backEnd = try RawClient(name: "be", path: sock)
+            try backEnd.receive(2)
+            let frontEnd = try RawClient(name: "fe", path: sock)
+            try frontEnd.receive(3)
+            #expect(backEnd.initial?.protocol == 0xC003)
+            #expect(frontEnd.initial?.protocol == 0x8003)
+            backEnd.close()
+            #expect(try frontEnd.receive(1).decoded(firstIsInitial: false) == [.peerGone(id: 0)])
+            let backEnd2 = try RawClient(name: "be2", path: sock)
+            try backEnd2.receive(3)
+            #expect(backEnd2.initial?.id == 0)
+            #expect(backEnd2.initial?.protocol == 0xC003)
+            frontEnd.close(); backEnd2.close()
+            #expect(try server.terminate() == .exited(0))
+        }
+    }
+
+    // MARK: Robustness
+
+    @Test("SRV-ID-2: a connection beyond max peers is closed without a message; the server keeps serving")
+    func serverFull() throws {
+        try expectNoDescriptorLeak {
+            let scratch = try ScratchDirectory()
+            let sock = scratch.file("sock")
+            let server = try ServerProcess(arguments: ["-F", "-S", sock, "-n", "2"], socketPath: sock, scratch: scratch)
+            let p0 = try RawClient(name: "P0", path: sock)
+            try p0.receive(2)
+            let p1 = try RawClient(name: "P1", path: sock)
+            try p1.receive(3)
+            try p0.receive(1)
+            for attempt in 0..<3 {
+                let extra = try RawClient(name: "extra\(attempt)", path: sock)
+                #expect(try extra.waitForHangUp(), "refused connection is closed")
+                #expect(extra.received.isEmpty, "nothing is sent to a refused connection")
+                extra.close()
+            }
+            #expect(server.isRunning)
+            #expect(try p0.receiveUntilQuiet(quiet: 0.05).isEmpty)
+            p1.close()
+            try p0.receive(1)
+            let p1b = try RawClient(name: "P1b", path: sock)
+            try p1b.receive(3)
+            #expect(p1b.initial?.id == 1)
+            p0.close(); p1b.close()
+            #expect(try server.terminate() == .exited(0))
+            #expect(server.log.contains("refusing connection"))
+        }
+    }
+
+    @Test("SRV-IO-1, SRV-IO-2: a peer that never reads stalls nobody, and later gets every message in order")
+    func peerThatNeverReads() throws {
+        try expectNoDescriptorLeak {
+            let scratch = try ScratchDirectory()
+            let sock = scratch.file("sock")
+            let vectors: UInt32 = 4
+            let server = try ServerProcess(arguments: ["-F", "-S", sock, "-n", "4", "-V", "\(vectors)"], socketPath: sock, scratch: scratch)
+            let lazy = try RawClient(name: "lazy", path: sock)
+            let watcher = try RawClient(name: "watcher", path: sock)
+            try watcher.receive(1 + 2 * Int(vectors))
+            // Churn: each cycle sends the lazy peer 4 EVENT_FDs and 1 PEER_GONE, far more than
+            // its socket buffer holds, while the active peers must be served at once.
+            let cycles = 400
+            let start = Monotonic.now()
+            for i in 0..<cycles {
+                let churn = try RawClient(name: "churn\(i)", path: sock, keepDescriptors: false)
+                try churn.receive(1 + 3 * Int(vectors), timeout: 5)
+                #expect(churn.initial?.id == 2)
+                try watcher.receive(Int(vectors), timeout: 5)
+                churn.close()
+                try watcher.receive(1, timeout: 5)
+            }
+            let elapsed = Monotonic.now() - start
+            #expect(elapsed < 30, "active peers were served (\(elapsed) s for \(cycles) cycles)")
+            #expect(server.isRunning)
+            // Now the lazy peer reads: its setup, then every cycle in order, nothing lost.
+            let all = try lazy.receive(1 + Int(vectors) + Int(vectors) + cycles * (Int(vectors) + 1), timeout: 20)
+            let decoded = all.decoded()
+            let setup = expectedSetup(id: 0, existing: [], vectors: vectors,
+                                      info: InitialInfo(id: 0, maxPeers: 4, vectors: vectors, protocol: 0, outputSectionSize: 0))
+            #expect(Array(decoded.prefix(1 + Int(vectors))) == setup)
+            var expectedTail: [WireMessage?] = eventFDs(of: 1, vectors: vectors)
+            for _ in 0..<cycles {
+                expectedTail += eventFDs(of: 2, vectors: vectors)
+                expectedTail.append(.peerGone(id: 2))
+            }
+            #expect(Array(decoded.dropFirst(1 + Int(vectors))) == expectedTail)
+            #expect(all.allSatisfy { $0.fdCount == ($0.type == 2 ? 0 : 1) }, "each message kept its own descriptor")
+            lazy.close(); watcher.close()
+            #expect(try server.terminate() == .exited(0))
+        }
+    }
+
+    @Test("SRV-IO-3, SRV-GONE-1: peers that die mid-set-up are freed; the others see them come and go; the server keeps running")
+    func peerDiesDuringSetup() throws {
+        try expectNoDescriptorLeak {
+            let scratch = try ScratchDirectory()
+            let sock = scratch.file("sock")
+            let server = try ServerProcess(arguments: ["-F", "-S", sock, "-n", "4", "-V", "8"], socketPath: sock, scratch: scratch)
+            let p0 = try RawClient(name: "P0", path: sock)
+            try p0.receive(9)
+            for round in 0..<20 {
+                // Connect and vanish at once, or after reading only part of the set-up.
+                let ghost = try RawClient(name: "ghost\(round)", path: sock, keepDescriptors: false)
+                if round % 2 == 1 { try ghost.receive(2) }
+                ghost.close()
+                let seen = try p0.receive(9)  // its 8 eventfds, then PEER_GONE
+                #expect(seen.decoded(firstIsInitial: false) == eventFDs(of: 1, vectors: 8) + [.peerGone(id: 1)])
+            }
+            let late = try RawClient(name: "late", path: sock)
+            try late.receive(1 + 16)
+            #expect(late.initial?.id == 1)
+            p0.close(); late.close()
+            #expect(server.isRunning)
+            #expect(try server.terminate() == .exited(0))
+        }
+    }
+
+    // MARK: Options
+
+    @Test("SRV-CFG-2, SRV-VIRTIO-2: each bad option exits non-zero with a message naming it; nothing is left listening")
+    func badOptions() throws {
+        try expectNoDescriptorLeak {
+            let scratch = try ScratchDirectory()
+            let sock = scratch.file("sock")
+            let longPath = scratch.path + "/" + String(repeating: "s", count: 120)
+            let cases: [([String], String)] = [
+                (["-n", "1"], "-n/--max-peers"),
+                (["-n", "65537"], "-n/--max-peers"),
+                (["-n", "two"], "-n/--max-peers"),
+                (["-V", "0"], "-V/--vectors"),
+                (["-V", "1025"], "-V/--vectors"),
+                (["-P", "0x10000"], "-P/--protocol"),
+                (["-P", "0x8001", "-n", "3"], "-P/--protocol"),
+                (["-P", "banana"], "-P/--protocol"),
+                (["-l", "1000"], "-l/--size"),
+                (["-l", "lots"], "-l/--size"),
+                (["-l", "1M", "-n", "4", "-o", "256K"], "-l/--size"),
+                (["-o", "100"], "-o/--output-section-size"),
+                (["--mode", "999"], "--mode"),
+                (["-M", "name", "-m", scratch.path], "-M/--shm-name"),
+                (["-M", "a/b"], "-M/--shm-name"),
+                (["-S", longPath], longPath),
+                (["-m", scratch.path + "/missing"], scratch.path + "/missing"),
+            ]
+            for (arguments, mentioned) in cases {
+                let args = ["server", "-F", "-S", sock] + arguments
+                let result = try ServerProcess.run(args)
+                #expect(result.status != .exited(0), "\(arguments) should fail")
+                #expect(result.standardError.contains(mentioned), "\(arguments): stderr should name \(mentioned): \(result.standardError)")
+                #expect(try UnixSocket.probe(path: sock) != .live)
+            }
+        }
+    }
+
+    @Test("SRV-SOCK-1: a socket path a live server holds is refused; the first server keeps serving")
+    func liveSocketRefused() throws {
+        try expectNoDescriptorLeak {
+            let scratch = try ScratchDirectory()
+            let sock = scratch.file("sock")
+            let first = try ServerProcess(arguments: ["-F", "-S", sock], socketPath: sock, scratch: scratch)
+            let result = try ServerProcess.run(["server", "-F", "-S", sock])
+            #expect(result.status == .exited(1))
+            #expect(result.standardError.contains(sock) && result.standardError.contains("already listening"), "\(result.standardError)")
+            let client = try RawClient(name: "P0", path: sock)
+            try client.receive(2)
+            client.close()
+            #expect(first.isRunning)
+            #expect(try first.terminate() == .exited(0))
+        }
+    }
+
+    @Test("SRV-SOCK-2: a stale socket file is replaced with a log line; a non-socket file is never removed")
+    func staleSocketReplaced() throws {
+        try expectNoDescriptorLeak {
+            let scratch = try ScratchDirectory()
+            let sock = scratch.file("sock")
+            let stale = try UnixSocket.listen(path: sock)
+            stale.closeQuietly()
+            #expect(try UnixSocket.probe(path: sock) == .stale)
+            let server = try ServerProcess(arguments: ["-F", "-S", sock], socketPath: sock, scratch: scratch)
+            #expect(server.log.contains("stale"), "\(server.log)")
+            let client = try RawClient(name: "P0", path: sock)
+            try client.receive(2)
+            client.close()
+            #expect(try server.terminate() == .exited(0))
+
+            let plain = scratch.file("plain")
+            try FileSystem.writeFile(plain, bytes: Array("keep me".utf8))
+            let result = try ServerProcess.run(["server", "-F", "-S", plain])
+            #expect(result.status != .exited(0))
+            #expect(result.standardError.contains("not a socket"), "\(result.standardError)")
+            #expect(try FileSystem.readFile(plain) == Array("keep me".utf8))
+        }
+    }
+
+    // MARK: Signals and daemon mode
+
+    @Test("SRV-SIG-1: SIGTERM and SIGINT: peers see the hang-up, socket and named shm are unlinked, exit status 0")
+    func terminationCleanup() throws {
+        for signal in [SIGTERM, SIGINT] {
+            try expectNoDescriptorLeak {
+                let scratch = try ScratchDirectory()
+                let sock = scratch.file("sock")
+                let name = uniqueShmName("sig\(signal)")
+                let server = try ServerProcess(arguments: ["-F", "-S", sock, "-M", name, "-n", "3"], socketPath: sock, scratch: scratch)
+                let p0 = try RawClient(name: "P0", path: sock)
+                try p0.receive(2)
+                let p1 = try RawClient(name: "P1", path: sock)
+                try p1.receive(3)
+                try p0.receive(1)
+                try server.process.signal(signal)
+                #expect(try p0.waitForHangUp())
+                #expect(try p1.waitForHangUp())
+                let status = try server.process.waitWithTimeout(seconds: 10)
+                #expect(status == .exited(0), "signal \(signal): \(String(describing: status)) \(server.log)")
+                _ = try? server.terminate()
+                #expect(try FileSystem.status(ofPath: sock) == nil)
+                #expect(try FileSystem.status(ofPath: "/dev/shm/" + name) == nil)
+                p0.close(); p1.close()
+            }
+        }
+    }
+
+    @Test("SRV-CFG-1: without -F the server detaches, writes its pid file, and serves until SIGTERM")
+    func daemonMode() throws {
+        try expectNoDescriptorLeak {
+            let scratch = try ScratchDirectory()
+            let sock = scratch.file("sock")
+            let pidFile = scratch.file("server.pid")
+            let log = try FileDescriptor.open(scratch.file("daemon.log"), flags: O_WRONLY | O_CREAT | O_TRUNC)
+            let parent = try SpawnedProcess.spawn(
+                executable: try BuiltProducts.ivshmem2(), arguments: ["server", "-S", sock, "-p", pidFile],
+                standardInput: .null, standardOutput: .descriptor(log), standardError: .descriptor(log))
+            log.closeQuietly()
+            #expect(try parent.waitWithTimeout(seconds: 10) == .exited(0))
+            let text = String(decoding: try FileSystem.readFile(pidFile), as: UTF8.self)
+            let pid = try #require(text.split(whereSeparator: \.isWhitespace).first.flatMap { pid_t($0) })
+            #expect(pid != parent.pid)
+            #expect(SpawnedProcess.exists(pid))
+            let client = try RawClient(name: "P0", path: sock)
+            try client.receive(2)
+            client.close()
+            #expect(kill(pid, SIGTERM) == 0)
+            let deadline = Monotonic.now() + 10
+            while (try FileSystem.status(ofPath: sock)) != nil && Monotonic.now() < deadline { Monotonic.sleep(seconds: 0.02) }
+            #expect(try FileSystem.status(ofPath: sock) == nil, "the daemon cleaned up after SIGTERM")
+        }
+    }
+}
+}
