@@ -76,7 +76,7 @@ let package = Package(
             "IvshmemTransport", "IvshmemServer", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "IvshmemHarnessTests", dependencies: ["IvshmemHarness", "IvshmemPosix"]),
+        .testTarget(name: "IvshmemHarnessTests", dependencies: ["IvshmemHarness", "IvshmemPosix", "IvshmemSpec"]),
         .testTarget(name: "SpecCoverageTests", dependencies: ["IvshmemSpec"]),
     ]
 )

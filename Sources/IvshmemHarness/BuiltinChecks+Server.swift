@@ -335,7 +335,7 @@ extension BuiltinChecks {
             }
         },
         BuiltinCheck(name: "server-socket-live", summary: "a second server on a live socket path exits non-zero; the first keeps serving") { ctx in
-            let first = try ServerChild(arguments: ["-l", "64K"])
+            let first = try ServerChild(arguments: ["-l", "64K", "-v"], captureStderr: true)
             defer { first.stop() }
             try first.waitListening()
             let second = try ServerChild(arguments: ["-l", "64K"], socketPath: first.socketPath, captureStderr: true)
@@ -350,7 +350,8 @@ extension BuiltinChecks {
             let c = try first.connect()
             defer { c.close() }
             guard let m = try c.next(timeout: 5), m.header.type == 0, m.fds.count == 1 else {
-                throw CheckFailure(expected: "INIT from the first server (still serving)", actual: c.closedByServer ? "connection closed" : "nothing")
+                let st = first.waitExit(timeout: 0)
+                throw CheckFailure(expected: "INIT from the first server (still serving)", actual: (c.closedByServer ? "connection closed" : "nothing") + "; first server: \(st.map { "\($0)" } ?? "running"), \(first.errorOutput())")
             }
         },
         BuiltinCheck(name: "server-socket-stale", summary: "a stale socket file is removed and the server binds in its place") { ctx in

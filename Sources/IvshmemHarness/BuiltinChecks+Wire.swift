@@ -265,6 +265,19 @@ func initBytes(type: UInt32 = 0, length: UInt32 = 40, version: UInt32 = 2, compa
 enum WireCheckSupport {
     static let oneMiB = 1 << 20
 
+    /// The open descriptor count once it stopped changing (the case's embedded server and
+    /// peers may still be closing descriptors of earlier statements).
+    static func stableOpenCount() -> Int {
+        var last = FileDescriptor.openCount()
+        for _ in 0..<50 {
+            Monotonic.sleep(seconds: 0.01)
+            let now = FileDescriptor.openCount()
+            if now == last { return now }
+            last = now
+        }
+        return last
+    }
+
     /// Runs `script` on a hostile server and attaches a device to it under `profile`.
     static func attempt(profile: String, _ script: @escaping @Sendable (HostileServer, FileDescriptor) throws -> Void) throws -> (HostileServer, Result<AttachedDevice, any Error>) {
         let server = try HostileServer()
@@ -277,7 +290,7 @@ enum WireCheckSupport {
     /// The attach must fail with an error mentioning one of `mentioning`, and leave no fd open.
     static func expectAttachFails(_ ctx: CheckContext, what: String, profile: String? = nil, mentioning: [String],
                                   _ script: @escaping @Sendable (HostileServer, FileDescriptor) throws -> Void) throws {
-        let before = FileDescriptor.openCount()
+        let before = stableOpenCount()
         let (server, r) = try attempt(profile: profile ?? ctx.profile, script)
         server.close()
         switch r {
@@ -298,7 +311,7 @@ enum WireCheckSupport {
     static func expectAttach(_ ctx: CheckContext, what: String, profile: String? = nil,
                              _ script: @escaping @Sendable (HostileServer, FileDescriptor) throws -> Void,
                              _ body: (AttachedDevice, HostileServer) throws -> Void = { _, _ in }) throws {
-        let before = FileDescriptor.openCount()
+        let before = stableOpenCount()
         let (server, r) = try attempt(profile: profile ?? ctx.profile, script)
         defer { server.close() }
         let d: AttachedDevice

@@ -2,6 +2,7 @@ import IvshmemModel
 import IvshmemPlatform
 import IvshmemPosix
 import IvshmemServer
+import IvshmemSpec
 import IvshmemTransport
 import Logging
 import Synchronization
@@ -30,12 +31,15 @@ public enum PeerSetup: String, Sendable {
 /// through a `HarnessPeer`, every interrupt, link event and finding goes into one trace.
 public final class Harness: @unchecked Sendable {
     public let trace = TraceRecorder()
+    /// The spec tables devices are built from (a modified copy for `spec check`).
+    public let tables: SpecTables
     public let socketPath: String
     private let serverThread: ServerThread?
     private let directory: String?
     private let peers = Mutex<[HarnessPeer]>([])
 
-    public init(server: ServerSource) throws {
+    public init(server: ServerSource, tables: SpecTables = .builtIn) throws {
+        self.tables = tables
         switch server {
         case .external(let path):
             socketPath = path
@@ -59,7 +63,7 @@ public final class Harness: @unchecked Sendable {
 
     /// Attaches a new device, plugs it in at 00:03.0 of its own platform and prepares it.
     public func join(name: String, options: AttachOptions = AttachOptions(), setup: PeerSetup = .ready) throws -> HarnessPeer {
-        let link = try AttachedDevice.attach(socketPath: socketPath, options: options)
+        let link = try AttachedDevice.attach(socketPath: socketPath, options: options, tables: tables)
         let peer = try HarnessPeer(name: name, link: link, trace: trace)
         trace.record(name, .lifecycle, detail: "joined as peer \(link.device.id) (profile \(options.profile))")
         peers.withLock { $0.append(peer) }

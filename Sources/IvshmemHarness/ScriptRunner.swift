@@ -2,6 +2,7 @@ import IvshmemModel
 import IvshmemPlatform
 import IvshmemPosix
 import IvshmemServer
+import IvshmemSpec
 import IvshmemTransport
 
 /// The outcome of one case under one profile.
@@ -37,6 +38,8 @@ public struct CaseFailure: Sendable, Error {
 /// Runs scripts against a fresh embedded server per case, or an external server.
 public struct ScriptRunner: Sendable {
     public var externalSocket: String?
+    /// The tables devices are built from.
+    public var tables: SpecTables = .builtIn
     public var defaultProfile: String
     public var traceTailLength = 12
 
@@ -80,7 +83,7 @@ public struct ScriptRunner: Sendable {
         }
         let harness: Harness
         do {
-            harness = try Harness(server: externalSocket.map { .external(socketPath: $0) } ?? .embedded(try serverConfiguration(script, case: c)))
+            harness = try Harness(server: externalSocket.map { .external(socketPath: $0) } ?? .embedded(try serverConfiguration(script, case: c)), tables: tables)
         } catch {
             result.failure = CaseFailure(line: c.line, statement: "case \(c.name)", expected: "a server to attach to", actual: "\(error)", traceTail: [])
             return result

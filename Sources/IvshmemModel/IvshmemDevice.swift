@@ -97,6 +97,13 @@ public final class IvshmemDevice: @unchecked Sendable {
         [1, 2, 4].contains(size) && offset >= 0 && offset + size <= ConfigSpace.size && offset % size == 0
     }
 
+    /// Tells the device which PCI device number (slot) it was plugged into. Profiles whose
+    /// Interrupt Pin follows the slot strap it here: pin = (slot mod 4) + 1 (CFG-INT-2).
+    public func plugged(intoSlot slot: UInt8) {
+        guard profile.intxPinFromSlot, case .intx = configuration.interrupts else { return }
+        state.withLock { $0.config.block.strap(offset: 0x3D, value: UInt64(slot % 4) + 1) }
+    }
+
     // MARK: decode state (read by the platform)
 
     public var commandRegister: UInt16 { UInt16(truncatingIfNeeded: configRead(offset: 0x04, size: 2)) }

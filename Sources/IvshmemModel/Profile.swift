@@ -26,6 +26,8 @@ public struct Profile: Sendable, Equatable {
     public var subsystemVendorID: UInt16
     public var subsystemID: UInt16
     public var allowsINTx: Bool
+    /// The Interrupt Pin follows the slot the device is plugged into (Jailhouse, CFG-INT-2).
+    public var intxPinFromSlot: Bool
     public var allowsIORegisters: Bool
     /// Fixed BAR1 layout (PBA offset, BAR size), or nil for the computed one (MSIX-CAP-4).
     public var fixedMSIXBAR: (pbaOffset: Int, size: UInt64)?
@@ -38,7 +40,7 @@ public struct Profile: Sendable, Equatable {
             && a.oneShotSurvivesReset == b.oneShotSurvivesReset
             && a.outputSectionsOverStateTableWhenRWEmpty == b.outputSectionsOverStateTableWhenRWEmpty
             && a.subsystemVendorID == b.subsystemVendorID && a.subsystemID == b.subsystemID
-            && a.allowsINTx == b.allowsINTx && a.allowsIORegisters == b.allowsIORegisters
+            && a.allowsINTx == b.allowsINTx && a.intxPinFromSlot == b.intxPinFromSlot && a.allowsIORegisters == b.allowsIORegisters
             && a.fixedMSIXBAR?.pbaOffset == b.fixedMSIXBAR?.pbaOffset && a.fixedMSIXBAR?.size == b.fixedMSIXBAR?.size
     }
 
@@ -92,6 +94,7 @@ public struct Profile: Sendable, Equatable {
         subsystemVendorID = UInt16(truncatingIfNeeded: try number(p.subsystemVendorID, "subsystemVendorID"))
         subsystemID = UInt16(truncatingIfNeeded: try number(p.subsystemID, "subsystemID"))
         allowsINTx = p.intx
+        intxPinFromSlot = p.intxPinFromSlot ?? false
         allowsIORegisters = p.ioRegisters
         if let off = p.msixPBAOffset, let size = p.msixBARSize {
             let o = try number(off, "msixPBAOffset"), sz = try number(size, "msixBARSize")

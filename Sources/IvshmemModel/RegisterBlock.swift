@@ -102,6 +102,14 @@ public struct RegisterBlock: Sendable {
         return v
     }
 
+    /// Changes the reset value (and current value) of one byte: a hardware strap such as a pin
+    /// wired by the slot, which a reset keeps.
+    public mutating func strap(offset: Int, value: UInt64) {
+        guard offset >= 0, offset < bytes.count else { return }
+        resetBytes[offset] = UInt8(truncatingIfNeeded: value)
+        bytes[offset] = resetBytes[offset]
+    }
+
     /// Sets bytes directly, bypassing the masks: for state the device itself changes.
     public mutating func setRaw(offset: Int, size: Int, value: UInt64) {
         for k in 0..<size where offset + k < bytes.count { bytes[offset + k] = UInt8(truncatingIfNeeded: value >> UInt64(k * 8)) }

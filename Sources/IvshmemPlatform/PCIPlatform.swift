@@ -34,6 +34,7 @@ public final class PCIPlatform: InterruptSink, @unchecked Sendable {
             s.ordered = s.slots.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         }
         device.interruptSink = self
+        device.plugged(intoSlot: bdf.device)
     }
 
     public func remove(at bdf: BDF) {

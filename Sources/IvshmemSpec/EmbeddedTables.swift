@@ -112,7 +112,8 @@ enum EmbeddedTables {
       "subsystemVendorID": "0x110A",
       "subsystemID": "0x4106",
       "intx": true,
-      "ioRegisters": true
+      "ioRegisters": true,
+      "intxPinFromSlot": false
     },
     "jailhouse": {
       "description": "Jailhouse's ivshmem v2: no BAR2, Base Address in the vendor capability, at most 16 vectors",
@@ -138,7 +139,8 @@ enum EmbeddedTables {
       "intx": true,
       "ioRegisters": false,
       "msixPBAOffset": "0x100",
-      "msixBARSize": "0x200"
+      "msixBARSize": "0x200",
+      "intxPinFromSlot": true
     },
     "qemu-rfc": {
       "description": "The QEMU RFC device (hw/misc/ivshmem2.c): 8-bit doorbell vectors, BAR0 write aliasing, latched MSI-X pending bits",
@@ -162,7 +164,8 @@ enum EmbeddedTables {
       "subsystemVendorID": "0x1AF4",
       "subsystemID": "0x1100",
       "intx": false,
-      "ioRegisters": false
+      "ioRegisters": false,
+      "intxPinFromSlot": false
     }
   }
 }

@@ -83,6 +83,28 @@ public struct SpecTables: Sendable, Equatable {
         try self.init(files: files)
     }
 
+    /// The built-in tables' file contents by name.
+    public static var builtInFiles: [String: String] { EmbeddedTables.files }
+
+    /// Reads the tables in `directory` over the built-in ones: a file the directory lacks is
+    /// taken from the built-in set, so a spec change needs only the files it edits.
+    public init(overlaying directory: String) throws {
+        var files = EmbeddedTables.files
+        var found = 0
+        for name in Self.fileNames {
+            let path = directory + "/" + name
+            if let d = FileManager.default.contents(atPath: path) {
+                guard let text = String(data: d, encoding: .utf8) else { throw SpecError.malformed(file: path, detail: "not UTF-8") }
+                files[name] = text
+                found += 1
+            }
+        }
+        guard found > 0 else {
+            throw SpecError.missingFile("\(directory)/{\(Self.fileNames.joined(separator: ","))} (none of the table files is there)")
+        }
+        try self.init(files: files)
+    }
+
     /// Every requirement ID the tables cite.
     public var citedRequirements: Set<String> {
         var ids = Set<String>()
@@ -131,6 +153,8 @@ public struct ProfileSpec: Sendable, Equatable, Codable {
     public var intx: Bool
     public var ioRegisters: Bool
     /// A fixed BAR1 layout (Jailhouse); absent: PBA at max(800h, 16·V), BAR1 a power of two.
+    /// INTx pin = (PCI device number mod 4) + 1 instead of the configured pin (CFG-INT-2).
+    public var intxPinFromSlot: Bool?
     public var msixPBAOffset: String?
     public var msixBARSize: String?
 }

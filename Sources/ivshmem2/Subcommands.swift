@@ -9,6 +9,7 @@ extension Ivshmem2 {
         RunCommand.self,
         ConformanceCommand.self,
         SimulateCommand.self,
+        SpecCommand.self,
         SimulationWorkerCommand.self,
         DumpConfigCommand.self,
     ]

@@ -1,3 +1,4 @@
+import IvshmemSpec
 import Foundation
 import IvshmemHarness
 import IvshmemPosix
@@ -113,5 +114,34 @@ func fixture(_ relative: String) throws -> Script {
         #expect(!report.ok)
         #expect(report.status("REG-MAXP-1", "spec") == "pass" && report.status("REG-ID-1", "spec") == "-")
         #expect(report.matrix().contains("without a case: REG-ID-1"))
+    }
+}
+
+@Suite(.serialized) struct SpecCheckTests {
+    /// The report for one example change, against the targeted scripts.
+    func report(_ change: String) throws -> String {
+        let scripts = try ["fixtures/spec-changes/scripts/checks.ivs"].map { rel in
+            try ScriptParser.parse(String(contentsOfFile: repositoryRoot.appendingPathComponent(rel).path, encoding: .utf8), path: rel)
+        }
+        let modified = try SpecTables(overlaying: repositoryRoot.appendingPathComponent("fixtures/spec-changes/\(change)").path)
+        return try SpecCheck.run(modified: modified, scripts: scripts, profiles: Conformance.profiles).render()
+    }
+
+    @Test("CAP-VS-7, CFG-BAR-4: spec check reports a Base Address instead of BAR2 exactly as expected", arguments: ["base-address-in-spec", "bar0-features-register"])
+    func exampleReports(change: String) throws {
+        let expectedPath = repositoryRoot.appendingPathComponent("fixtures/spec-changes/\(change)/expected-report.txt").path
+        let actual = try report(change)
+        if ProcessInfo.processInfo.environment["UPDATE_GOLDEN"] == "1" {
+            try actual.write(toFile: expectedPath, atomically: true, encoding: .utf8)
+        }
+        let expected = try String(contentsOfFile: expectedPath, encoding: .utf8)
+        #expect(actual == expected, "spec check report for \(change) changed:\n\(actual)")
+    }
+
+    @Test("an unchanged copy of the tables reports no change")
+    func noChange() throws {
+        let scripts = [try ScriptParser.parse(String(contentsOfFile: repositoryRoot.appendingPathComponent("fixtures/spec-changes/scripts/checks.ivs").path, encoding: .utf8), path: "checks.ivs")]
+        let r = try SpecCheck.run(modified: .builtIn, scripts: scripts, profiles: ["spec"])
+        #expect(r.byteChanges.isEmpty && r.outcomeChanges.isEmpty && r.unbuildable.isEmpty)
     }
 }

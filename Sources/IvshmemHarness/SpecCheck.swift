@@ -1,0 +1,135 @@
+import IvshmemModel
+import IvshmemSpec
+
+/// `spec check`: what a modified copy of the spec tables changes — config-space bytes per
+/// profile and configuration, and which conformance cases change outcome.
+public struct SpecCheckReport: Sendable {
+    public struct ByteChange: Sendable, Equatable {
+        public var variant: String
+        public var offset: Int
+        public var stock: UInt8
+        public var modified: UInt8
+        /// The register the byte belongs to in either table set.
+        public var register: String
+    }
+    public struct OutcomeChange: Sendable, Equatable {
+        public var script: String
+        public var caseName: String
+        public var profile: String
+        public var stock: String
+        public var modified: String
+        public var detail: String?
+    }
+    /// Variants (profile/configuration) the modified tables cannot build, with the error.
+    public var unbuildable: [(variant: String, error: String)]
+    public var byteChanges: [ByteChange]
+    public var outcomeChanges: [OutcomeChange]
+    public var casesCompared: Int
+
+    public func render() -> String {
+        var out = "== config space (modified vs stock)\n"
+        if byteChanges.isEmpty && unbuildable.isEmpty { out += "no byte changed\n" }
+        for (v, e) in unbuildable { out += "\(v): cannot build a device from the modified tables: \(e)\n" }
+        for variant in Array(Set(byteChanges.map(\.variant))).sorted() {
+            out += "\(variant):\n"
+            // Group consecutive bytes of one register: "0x10-0x13 BAR0: 00 00 00 00 -> 0c 00 00 00".
+            var group: [ByteChange] = []
+            func flush() {
+                guard let f = group.first, let l = group.last else { return }
+                let range = f.offset == l.offset ? hex(f.offset) : "\(hex(f.offset))-\(hex(l.offset))"
+                out += "  \(range) \(f.register): \(group.map { h2($0.stock) }.joined(separator: " ")) -> \(group.map { h2($0.modified) }.joined(separator: " "))\n"
+                group.removeAll()
+            }
+            for c in byteChanges.filter({ $0.variant == variant }) {
+                if let l = group.last, l.offset + 1 != c.offset || l.register != c.register { flush() }
+                group.append(c)
+            }
+            flush()
+        }
+        out += "\n== conformance cases (\(casesCompared) case runs compared)\n"
+        if outcomeChanges.isEmpty { out += "no case changed outcome\n" }
+        for c in outcomeChanges {
+            out += "\(c.script): \(c.caseName) [\(c.profile)]: \(c.stock) -> \(c.modified)" + (c.detail.map { "\n    \($0)" } ?? "") + "\n"
+        }
+        return out
+    }
+
+    func hex(_ v: Int) -> String { "0x" + (v < 16 ? "0" : "") + String(v, radix: 16) }
+    func h2(_ v: UInt8) -> String { (v < 16 ? "0" : "") + String(v, radix: 16) }
+}
+
+public enum SpecCheck {
+    /// The configurations compared byte for byte: every profile with MSI-X, plus INTx and an
+    /// I/O register region where the profile allows them.
+    public static func variants(_ tables: SpecTables) -> [(name: String, config: DeviceConfiguration)] {
+        var out: [(String, DeviceConfiguration)] = []
+        for p in tables.profiles.keys.sorted() {
+            let base = DeviceConfiguration(profile: p, maxPeers: 4, vectors: 4, protocolType: 0x4001, rwSectionSize: 0x1000, outputSectionSize: 0x1000)
+            out.append(("\(p) msix", base))
+            var intx = base
+            intx.interrupts = .intx(pin: 1)
+            intx.vectors = 1
+            out.append(("\(p) intx", intx))
+            var io = base
+            io.registerSpace = .io
+            out.append(("\(p) io", io))
+        }
+        return out
+    }
+
+    static func configImage(_ config: DeviceConfiguration, tables: SpecTables) throws -> ([UInt8], ConfigSpace) {
+        let fabric = try LocalFabric(template: config, tables: tables)
+        let d = try fabric.addDevice()
+        let image = (0..<ConfigSpace.size).map { UInt8(d.configRead(offset: $0, size: 1)) }
+        return (image, try ConfigSpace(layout: d.layout, tables: tables))
+    }
+
+    /// Compares config space under both table sets, then runs `scripts` under both and lists the
+    /// cases whose outcome differs.
+    public static func run(modified: SpecTables, stock: SpecTables = .builtIn, scripts: [Script], profiles: [String]) throws -> SpecCheckReport {
+        var unbuildable: [(String, String)] = []
+        var changes: [SpecCheckReport.ByteChange] = []
+        let stockVariants = Dictionary(variants(stock).map { ($0.name, $0.config) }, uniquingKeysWith: { a, _ in a })
+        for (name, config) in variants(modified) {
+            guard let stockConfig = stockVariants[name], let (before, beforeSpace) = try? configImage(stockConfig, tables: stock) else {
+                continue  // a profile or mode the stock spec does not have: nothing to compare
+            }
+            let after: [UInt8]
+            let afterSpace: ConfigSpace
+            do { (after, afterSpace) = try configImage(config, tables: modified) } catch {
+                unbuildable.append((name, "\(error)"))
+                continue
+            }
+            for i in 0..<ConfigSpace.size where before[i] != after[i] {
+                let reg = afterSpace.block.field(at: i)?.name ?? beforeSpace.block.field(at: i)?.name ?? "(unassigned)"
+                changes.append(.init(variant: name, offset: i, stock: before[i], modified: after[i], register: reg))
+            }
+        }
+        // Bail out of the rest for variants that a profile can't build in the stock tables either.
+        unbuildable = unbuildable.filter { u in (try? configImage(stockVariants[u.0]!, tables: stock)) != nil }
+
+        var stockRunner = ScriptRunner()
+        stockRunner.tables = stock
+        var modifiedRunner = ScriptRunner()
+        modifiedRunner.tables = modified
+        var outcomes: [SpecCheckReport.OutcomeChange] = []
+        var compared = 0
+        for s in scripts {
+            for p in profiles {
+                let a = stockRunner.run(s, profile: p)
+                let b = modifiedRunner.run(s, profile: p)
+                for (x, y) in zip(a, b) {
+                    compared += 1
+                    let sx = status(x), sy = status(y)
+                    if sx != sy {
+                        outcomes.append(.init(script: s.path, caseName: x.caseName, profile: p, stock: sx, modified: sy,
+                                              detail: y.failure.map { "line \($0.line): \($0.statement) — expected \($0.expected), got \($0.actual)" }))
+                    }
+                }
+            }
+        }
+        return SpecCheckReport(unbuildable: unbuildable, byteChanges: changes, outcomeChanges: outcomes, casesCompared: compared)
+    }
+
+    static func status(_ r: CaseResult) -> String { r.skipped ? "skip" : r.passed ? "pass" : "FAIL" }
+}
