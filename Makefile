@@ -8,13 +8,13 @@ BIN_DEBUG   := .build/debug/ivshmem2
 BIN_RELEASE := .build/release/ivshmem2
 PREFIX      ?= /usr/local
 
-.PHONY: all build release test demo deps tables bench bench-smoke clean help
+.PHONY: all build release test demo deps tables bench bench-smoke conformance clean help
 
 all: build
 
 help:
 	@echo "make build    debug build of the library and the ivshmem2 tool"
-	@echo "make test     install deps, build, run every test (unit, conformance, server, libpci)"
+	@echo "make test     install deps, build, run every test, the conformance suite and a benchmark smoke run"
 	@echo "make demo     start a server and two emulated peers, print their conversation"
 	@echo "make bench    release build, run every benchmark against its baseline, write bench/"
 	@echo "make bench-smoke  the same benchmarks, tiny (CI: keeps the benchmark code from rotting)"
@@ -42,6 +42,7 @@ release: deps tables
 test: build
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
 	$(SWIFT) test --skip-build --no-parallel $(SWIFT_FLAGS) 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
+	$(BIN_DEBUG) conformance --junit .build/conformance.xml
 	$(MAKE) bench-smoke
 
 # Benchmarks: ratios against baselines measured in the same run (never timed assertions).
@@ -58,6 +59,9 @@ bench-smoke: deps tables
 
 demo: build
 	$(BIN_DEBUG) demo
+
+conformance: build
+	$(BIN_DEBUG) conformance
 
 clean:
 	rm -rf .build

@@ -211,7 +211,7 @@ extension BuiltinChecks {
     // MARK: - Configuration (SRV-CFG-*, SRV-VIRTIO-2)
 
     static let serverConfigChecks: [BuiltinCheck] = [
-        BuiltinCheck(name: "server-defaults", summary: "`ivshmem2 server -F` without options: /tmp/ivshmem_socket, POSIX shm 'ivshmem', 4 MiB, OUT 0, 2 peers, 1 vector, protocol 0") { ctx in
+        BuiltinCheck(name: "server-defaults", summary: "`ivshmem2 server -F` without options: /tmp/ivshmem_socket, an anonymous memfd, 4 MiB, OUT 0, 2 peers, 1 vector, protocol 0") { ctx in
             // The default socket path is global: one such check at a time on this machine.
             let lockFD = try FileDescriptor.open("/tmp/ivshmem2-default-server-check.lock", flags: O_CREAT | O_RDWR | O_CLOEXEC, mode: 0o600)
             defer { lockFD.closeQuietly() }
@@ -234,7 +234,7 @@ extension BuiltinChecks {
             let size = try fd.size()
             if size != 4 << 20 { problems.append("size \(size) (default 4 MiB)") }
             let target = descriptorTarget(fd)
-            if target != "/dev/shm/ivshmem" { problems.append("shared memory \(target) (default: the POSIX object 'ivshmem', /dev/shm/ivshmem)") }
+            if !target.hasPrefix("/memfd:") { problems.append("shared memory \(target) (default: an anonymous memfd, spec §12)") }
             c.close()
             _ = child.terminate()
             try require(problems.isEmpty, "the defaults of spec §12 (SRV-CFG-1)", problems.joined(separator: "; "))

@@ -126,3 +126,16 @@ public struct DeviceLayout: Sendable {
         return s
     }
 }
+
+/// An address range the device currently claims: an enabled, programmed BAR (or, without BAR2,
+/// the fixed Base Address range, bar -1). CFG-CMD-7, CFG-CMD-8, SHM-BAR-3
+public struct DecodeWindow: Sendable, Equatable {
+    public var bar: Int
+    public var base: UInt64
+    public var size: UInt64
+    public var isIO: Bool
+
+    @inline(__always) public func offset(of address: UInt64) -> UInt64? {
+        address >= base && address - base < size ? address - base : nil
+    }
+}

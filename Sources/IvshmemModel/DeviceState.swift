@@ -24,6 +24,8 @@ struct DeviceState {
         for f in registers.fields where f.hook != nil && !["interruptControl", "doorbell", "state"].contains(f.hook!) {
             throw SpecError.unknownHook(field: f.name, name: f.hook!)
         }
+        interruptControlOffset = registers.field(hook: "interruptControl")?.offset
+        stateOffset = registers.field(hook: "state")?.offset
         var entries: [ResolvedField] = []
         let vectorCount = layout.usesMSIX ? layout.configuration.vectors : 0
         for v in 0..<vectorCount {
@@ -40,6 +42,27 @@ struct DeviceState {
         msixCapOffset = layout.capabilities.first { $0.kind == .msix }?.offset
     }
 
+    /// Recomputes `windows` from Command and the BARs.
+    mutating func refreshWindows(layout: DeviceLayout) {
+        var w: [DecodeWindow] = []
+        if !layout.profile.sharedMemoryInBAR2 {
+            w.append(DecodeWindow(bar: -1, base: layout.configuration.baseAddress, size: layout.geometry.totalSize, isIO: false))
+        }
+        for bar in layout.bars {
+            let enabled = bar.kind == .io ? command & 0x1 != 0 : command & 0x2 != 0
+            guard enabled else { continue }
+            let lo = config.block.raw(offset: 0x10 + 4 * bar.index, size: 4)
+            let base: UInt64
+            switch bar.kind {
+            case .io: base = lo & ~0x3
+            case .memory32: base = lo & ~0xF
+            case .memory64Prefetchable: base = (lo & ~0xF) | config.block.raw(offset: 0x14 + 4 * bar.index, size: 4) << 32
+            }
+            if base != 0 { w.append(DecodeWindow(bar: bar.index, base: base, size: bar.size, isIO: bar.kind == .io)) }
+        }
+        windows = w
+    }
+
     // MARK: derived register values
 
     var command: UInt16 { UInt16(truncatingIfNeeded: config.block.raw(offset: 0x04, size: 2)) }
@@ -48,7 +71,13 @@ struct DeviceState {
     var msixEnabled: Bool { msixControl & 0x8000 != 0 }
     var msixFunctionMasked: Bool { msixControl & 0x4000 != 0 }
     func vectorMasked(_ v: Int) -> Bool { msixTable.raw(offset: v * 16 + 12, size: 4) & 1 != 0 }
-    var interruptControl: UInt64 { registers.field(hook: "interruptControl").map { registers.value(of: $0) } ?? 0 }
+    /// Offsets of the hooked BAR0 registers, resolved once from the tables (hot path).
+    /// The ranges the device claims, recomputed whenever config space changes, so that
+    /// address decode costs one lock, not one per BAR.
+    var windows: [DecodeWindow] = []
+    let interruptControlOffset: Int?
+    let stateOffset: Int?
+    var interruptControl: UInt64 { interruptControlOffset.map { registers.raw(offset: $0, size: 4) } ?? 0 }
 
     mutating func record(_ requirement: String, _ message: String, _ access: Access?, peer: UInt32, kind: Finding.Kind = .violation) {
         guard checking else { return }
@@ -213,8 +242,8 @@ struct DeviceState {
                 effects.append(.intx(pin: pin))
             }
         }
-        if oneShot, let ic = registers.field(hook: "interruptControl") {  // IRQ-ONESHOT-1
-            registers.setRaw(offset: ic.offset, size: ic.width, value: registers.value(of: ic) & ~1)
+        if oneShot, let ic = interruptControlOffset {  // IRQ-ONESHOT-1
+            registers.setRaw(offset: ic, size: 4, value: registers.raw(offset: ic, size: 4) & ~1)
         }
     }
 
@@ -222,12 +251,13 @@ struct DeviceState {
 
     mutating func reset(layout: DeviceLayout, memory: SharedMemory, peer: UInt32, effects: inout [Effect]) {
         let keepOneShot = layout.profile.oneShotSurvivesReset ? oneShot : false
-        let oldState = registers.field(hook: "state").map { registers.value(of: $0) } ?? 0
+        let oldState = stateOffset.map { registers.raw(offset: $0, size: 4) } ?? 0
         config.block.reset()
         if keepOneShot { config.block.setRaw(offset: vendorCapOffset + 3, size: 1, value: 1) }
         registers.reset()
         msixTable.reset()
         for i in pending.indices { pending[i] = false }
+        refreshWindows(layout: layout)
         memory.storeState(peer: peer, 0)
         if oldState != 0 { effects.append(.broadcastState) }
     }

@@ -33,7 +33,9 @@ public final class IvshmemDevice: @unchecked Sendable {
         self.layout = layout
         self.sharedMemory = sharedMemory
         sharedMemoryLayout = try SharedMemoryLayout(geometry: layout.geometry, viewer: configuration.id, profile: profile, tables: tables)
-        state = Mutex(try DeviceState(layout: layout, tables: tables))
+        var initial = try DeviceState(layout: layout, tables: tables)
+        initial.refreshWindows(layout: layout)
+        state = Mutex(initial)
         linkStorage = link
     }
 
@@ -90,6 +92,7 @@ public final class IvshmemDevice: @unchecked Sendable {
                 }
                 s.configHook(w, layout: layout, access: access, peer: id, effects: &fx)
             }
+            if offset < 0x28 && offset + size > 0x04 { s.refreshWindows(layout: layout) }  // Command or a BAR
         }
     }
 
@@ -105,6 +108,9 @@ public final class IvshmemDevice: @unchecked Sendable {
     }
 
     // MARK: decode state (read by the platform)
+
+    /// The ranges this device claims now (one lock). CFG-CMD-7, CFG-CMD-8
+    public var decodeWindows: [DecodeWindow] { state.withLock { $0.windows } }
 
     public var commandRegister: UInt16 { UInt16(truncatingIfNeeded: configRead(offset: 0x04, size: 2)) }
     public var memoryDecodeEnabled: Bool { state.withLock { $0.command & 0x2 != 0 } }

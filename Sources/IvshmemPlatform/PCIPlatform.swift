@@ -89,17 +89,8 @@ public final class PCIPlatform: InterruptSink, @unchecked Sendable {
     /// Which device, BAR and offset a memory address reaches (bar -1: a Base Address range).
     public func decodeMemory(_ address: UInt64) -> (device: IvshmemDevice, bar: Int, offset: UInt64)? {
         for (_, d) in devices {
-            // No BAR2: the shared memory sits at the Base Address regardless of Command (SHM-BAR-3).
-            if !d.profile.sharedMemoryInBAR2 {
-                let base = d.configuration.baseAddress
-                if address >= base, address - base < d.layout.geometry.totalSize {
-                    return (d, -1, address - base)
-                }
-            }
-            guard d.memoryDecodeEnabled else { continue }
-            for bar in d.layout.bars where bar.kind != .io {
-                guard let base = d.programmedAddress(bar: bar.index), base != 0 else { continue }
-                if address >= base, address - base < bar.size { return (d, bar.index, address - base) }
+            for w in d.decodeWindows where !w.isIO {
+                if let off = w.offset(of: address) { return (d, w.bar, off) }
             }
         }
         return nil
@@ -139,11 +130,9 @@ public final class PCIPlatform: InterruptSink, @unchecked Sendable {
     }
 
     public func decodeIO(_ port: UInt16) -> (device: IvshmemDevice, bar: Int, offset: UInt64)? {
-        for (_, d) in devices where d.ioDecodeEnabled {
-            for bar in d.layout.bars where bar.kind == .io {
-                guard let base = d.programmedAddress(bar: bar.index), base != 0 else { continue }
-                let p = UInt64(port)
-                if p >= base, p - base < bar.size { return (d, bar.index, p - base) }
+        for (_, d) in devices {
+            for w in d.decodeWindows where w.isIO {
+                if let off = w.offset(of: UInt64(port)) { return (d, w.bar, off) }
             }
         }
         return nil

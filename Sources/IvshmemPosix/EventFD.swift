@@ -50,6 +50,20 @@ public struct EventFD: Hashable, Sendable {
         return value
     }
 
+    /// Reads and resets the counter without polling first: for a non-blocking eventfd that
+    /// epoll already reported readable (one syscall instead of two). nil on `EAGAIN`.
+    public func tryConsume() throws -> UInt64? {
+        var value: UInt64 = 0
+        do {
+            _ = try retryingSystemCall("read(eventfd)", detail: fd.description) {
+                Glibc.read(fd.rawValue, &value, MemoryLayout<UInt64>.size)
+            }
+        } catch let error as SystemCallError where error.errno == .wouldBlock {
+            return nil
+        }
+        return value
+    }
+
     /// Waits until the counter is non-zero, at most `timeoutMilliseconds` (-1: forever),
     /// without consuming it. Returns whether it is.
     public func wait(timeoutMilliseconds: Int32) throws -> Bool {

@@ -248,7 +248,7 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
             guard let own = s.peers[device.id], vector < own.count else { return nil }
             return own[vector]
         }
-        guard let fd, let count = try? fd.consume(), count > 0 else { return }
+        guard let fd, let count = try? fd.tryConsume(), count > 0 else { return }
         device.receiveEvent(vector: vector)
     }
 
@@ -338,7 +338,12 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
             guard Int(vector) == have else { return "EVENT_FD for peer \(id) vector \(vector) out of order: expected vector \(have) (WIRE-CLI-11)" }
             guard Int(vector) < vectors else { return "EVENT_FD for peer \(id) vector \(vector), but the device has \(vectors) vector(s) (WIRE-CLI-11)" }
             if id == device.id {
-                do { try epoll.add(fd.fd, events: .readable, token: UInt64(vector)) } catch {
+                // Our own interrupt sources: non-blocking (as the RFC device makes them), so the
+                // event loop can read one that epoll reported without polling it again.
+                do {
+                    try fd.fd.setNonBlocking(true)
+                    try epoll.add(fd.fd, events: .readable, token: UInt64(vector))
+                } catch {
                     return "cannot watch own eventfd for vector \(vector): \(error)"
                 }
             }

@@ -145,3 +145,13 @@ func fixture(_ relative: String) throws -> Script {
         #expect(r.byteChanges.isEmpty && r.outcomeChanges.isEmpty && r.unbuildable.isEmpty)
     }
 }
+
+@Suite(.serialized) struct DriverCheckingScriptTests {
+    @Test("REG-ACC-3, SHM-ST-1, SHM-OUT-2, REG-DB-4, REG-DB-5, MSIX-PBA-2, CFG-CMD-9, CFG-ACC-2: the buggy driver produces exactly its findings")
+    func buggyDriver() throws {
+        let results = ScriptRunner().run(try fixture("fixtures/scripts/buggy-driver.ivs"))
+        #expect(results.count == 1 && results.allSatisfy { $0.passed }, "\(Reports.text(results))")
+        let found = results.first?.trace.filter { $0.kind == .finding }.compactMap(\.requirement) ?? []
+        #expect(found == ["REG-ACC-3", "REG-ACC-3", "SHM-ST-1", "SHM-OUT-2", "REG-DB-4", "REG-DB-5", "MSIX-PBA-2", "CFG-CMD-9", "CFG-ACC-2"])
+    }
+}

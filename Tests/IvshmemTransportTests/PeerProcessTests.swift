@@ -100,6 +100,7 @@ final class Child {
         let d = try Child("D", ["peer", "--quiet", "-S", sock])
         _ = try d.expect("ready: id 1")  // lowest free ID, reused
         _ = try a.expect("joined: peer 1")
+        _ = try d.expect("joined: peer 2")  // C's eventfds reached D
         try d.send("dump")
         _ = try d.expect("state-table: peer 2 0xc3 active")
         try c.send("quit")
@@ -116,5 +117,16 @@ final class Child {
         let demo = try Child("demo", ["demo"])
         _ = try demo.expect("== demo complete", timeout: 60)
         #expect(try demo.stop().isSuccess)
+    }
+}
+
+@Suite(.serialized) struct SimulationTests {
+    @Test("IRQ-COAL-2, IRQ-STATE-1, DEV-PEER-2: every simulation scenario completes with peer processes and loses nothing", arguments: ["ring", "storm", "state", "churn"])
+    func scenario(_ name: String) throws {
+        let sim = try Child("simulate", ["simulate", "--peers", "6", "--scenario", name, "--rounds", "40"])
+        let result = try sim.expect("RESULT:", timeout: 120)
+        #expect(result == "RESULT: OK (no lost or unexpected events)", "\(sim.lines)")
+        #expect(sim.lines.contains { $0.hasPrefix("messages:") && $0.contains("lost 0, unexpected 0") })
+        #expect(try sim.stop().isSuccess)
     }
 }

@@ -1,0 +1,1 @@
+../Sources/CIvshmemTrap/include/ivshmem2.h
