@@ -12,6 +12,8 @@ let package = Package(
         .library(name: "IvshmemTransport", targets: ["IvshmemTransport"]),
         .library(name: "IvshmemHarness", targets: ["IvshmemHarness"]),
         .executable(name: "ivshmem2-bench", targets: ["ivshmem2-bench"]),
+        // libivshmem2.so: the C API for guest drivers (include/ivshmem2.h; `make install`).
+        .library(name: "ivshmem2c", type: .dynamic, targets: ["IvshmemC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -65,6 +67,18 @@ let package = Package(
             "IvshmemSpec", "CIvshmemShim",
             .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // The C API for guest drivers: @_cdecl exports (IvshmemC) over a C part (CIvshmemTrap:
+        // the public header, trapped MMIO windows with an x86-64 MOV decoder, mmap helpers).
+        .target(name: "CIvshmemTrap"),
+        .target(name: "IvshmemC", dependencies: [
+            "CIvshmemTrap", "IvshmemModel", "IvshmemPlatform", "IvshmemTransport", "IvshmemServer", "IvshmemPosix",
+            .product(name: "Logging", package: "swift-log"),
+        ], linkerSettings: [
+            // The product is `ivshmem2c` (the executable already owns the name `ivshmem2`);
+            // `make install` installs it as libivshmem2.so, the name drivers link against.
+            .unsafeFlags(["-Xlinker", "-soname", "-Xlinker", "libivshmem2.so"]),
         ]),
 
         .testTarget(name: "IvshmemModelTests", dependencies: ["IvshmemModel", "IvshmemSpec", "IvshmemPlatform"]),

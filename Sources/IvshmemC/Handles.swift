@@ -144,12 +144,12 @@ extension ivshmem2_interrupt {
         irq.function = r.source.function
         switch r.kind {
         case .msix(let vector, let address, let data):
-            irq.kind = UInt8(IVSHMEM2_IRQ_MSIX.rawValue)
+            irq.kind = UInt8(IVSHMEM2_IRQ_MSIX)
             irq.vector = UInt32(truncatingIfNeeded: vector)
             irq.address = address
             irq.data = data
         case .intx(let pin):
-            irq.kind = UInt8(IVSHMEM2_IRQ_INTX.rawValue)
+            irq.kind = UInt8(IVSHMEM2_IRQ_INTX)
             irq.pin = pin
         }
         return irq
@@ -161,15 +161,15 @@ extension ivshmem2_finding {
         var out = ivshmem2_finding()
         withUnsafeMutableBytes(of: &out.requirement) { copyCString(f.requirement, into: $0) }
         withUnsafeMutableBytes(of: &out.message) { copyCString(f.message, into: $0) }
-        out.kind = f.kind == .ineffective ? IVSHMEM2_FINDING_INEFFECTIVE.rawValue : IVSHMEM2_FINDING_VIOLATION.rawValue
+        out.kind = Int32(f.kind == .ineffective ? IVSHMEM2_FINDING_INEFFECTIVE : IVSHMEM2_FINDING_VIOLATION)
         out.peer = f.peer
         if let a = f.access {
             switch a.space {
-            case .config: out.space = IVSHMEM2_SPACE_CONFIG.rawValue
+            case .config: out.space = Int32(IVSHMEM2_SPACE_CONFIG)
             case .bar(let n):
-                out.space = IVSHMEM2_SPACE_BAR.rawValue
+                out.space = Int32(IVSHMEM2_SPACE_BAR)
                 out.bar = Int32(n)
-            case .sharedMemory: out.space = IVSHMEM2_SPACE_SHM.rawValue
+            case .sharedMemory: out.space = Int32(IVSHMEM2_SPACE_SHM)
             }
             out.offset = a.offset
             out.size = UInt32(max(a.size, 0))
@@ -179,8 +179,11 @@ extension ivshmem2_finding {
                 out.value = v
             }
         } else {
-            out.space = IVSHMEM2_SPACE_NONE.rawValue
+            out.space = Int32(IVSHMEM2_SPACE_NONE)
         }
         return out
     }
 }
+
+/// A failed step carrying the status code already reported through `fail`.
+struct Status: Error { let code: Int32 }

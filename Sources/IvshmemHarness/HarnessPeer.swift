@@ -44,17 +44,8 @@ public final class HarnessPeer: @unchecked Sendable {
         bars = fw.assign(platform, bdf)
         trace.record(name, .lifecycle, detail: "firmware assigned " + bars.sorted { $0.key < $1.key }.map { "BAR\($0.key)=0x\(String($0.value, radix: 16))" }.joined(separator: " "))
         guard setup == .ready else { return }
-        if let base = bars[1], let cap = device.layout.capabilities.first(where: { $0.kind == .msix }) {
-            for v in 0..<device.configuration.vectors {
-                let e = base + UInt64(v) * 16
-                mmioWrite(e, size: 4, value: 0xFEE0_0000)
-                mmioWrite(e + 8, size: 4, value: UInt64(v))
-                mmioWrite(e + 12, size: 4, value: 0)
-            }
-            let ctl = configRead(cap.offset + 2, size: 2)
-            configWrite(cap.offset + 2, size: 2, value: ctl | 0x8000)
-        }
-        barWrite(0, offset: 0x08, size: 4, value: 1)
+        DriverSetup.enableInterrupts(device, on: platform, at: bdf, bars: bars)
+        trace.record(name, .lifecycle, detail: "driver enabled MSI-X (entry v: 0x\(String(DriverSetup.messageAddress, radix: 16)), data v) and Interrupt Control")
     }
 
     // MARK: traced accesses

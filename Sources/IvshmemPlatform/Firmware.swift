@@ -74,3 +74,45 @@ public struct Firmware {
 
     private func align(_ v: UInt64, _ a: UInt64) -> UInt64 { (v + a - 1) / a * a }
 }
+
+/// What a minimal driver does after firmware: program one MSI-X entry per vector (message
+/// address 0xFEE00000, data `dataBase + v`), unmask it, enable MSI-X, and set Interrupt Control
+/// so events are delivered. Everything goes through the platform, as a driver's accesses would.
+public enum DriverSetup {
+    public static let messageAddress: UInt64 = 0xFEE0_0000
+
+    /// Plugs `device` in at `bdf`, lets firmware assign its BARs and enables interrupts.
+    /// Returns the assigned BAR bases.
+    @discardableResult
+    public static func plugAndEnable(_ device: IvshmemDevice, into platform: PCIPlatform, at bdf: BDF, dataBase: UInt32 = 0) throws -> [Int: UInt64] {
+        try platform.add(device, at: bdf)
+        var firmware = Firmware()
+        let bars = firmware.assign(platform, bdf)
+        enableInterrupts(device, on: platform, at: bdf, bars: bars, dataBase: dataBase)
+        return bars
+    }
+
+    /// MSI-X entries (if the device has MSI-X and BAR1 is assigned), then Interrupt Control 1.
+    public static func enableInterrupts(_ device: IvshmemDevice, on platform: PCIPlatform, at bdf: BDF, bars: [Int: UInt64], dataBase: UInt32 = 0) {
+        if let table = bars[1], let cap = device.layout.capabilities.first(where: { $0.kind == .msix }) {
+            for v in 0..<device.configuration.vectors {
+                let entry = table + UInt64(v) * 16
+                platform.mmioWrite(entry, size: 4, value: messageAddress)
+                platform.mmioWrite(entry + 4, size: 4, value: 0)
+                platform.mmioWrite(entry + 8, size: 4, value: UInt64(dataBase) + UInt64(v))
+                platform.mmioWrite(entry + 12, size: 4, value: 0)
+            }
+            let control = platform.configRead(bdf, offset: cap.offset + 2, size: 2)
+            platform.configWrite(bdf, offset: cap.offset + 2, size: 2, value: control | 0x8000)
+        }
+        if let regs = bars[0] {
+            if device.layout.bar(.registers)?.kind == .io {
+                platform.ioWrite(UInt16(truncatingIfNeeded: regs + 0x08), size: 4, value: 1)
+            } else {
+                platform.mmioWrite(regs + 0x08, size: 4, value: 1)
+            }
+        } else {
+            device.writeRegister(0x08, 1)
+        }
+    }
+}

@@ -39,15 +39,7 @@ public struct EventFD: Hashable, Sendable {
     /// first, and treats `EAGAIN` (another reader was faster) as nothing pending.
     public func consume() throws -> UInt64? {
         guard try fd.waitReadable(timeoutMilliseconds: 0) else { return nil }
-        var value: UInt64 = 0
-        do {
-            _ = try retryingSystemCall("read(eventfd)", detail: fd.description) {
-                Glibc.read(fd.rawValue, &value, MemoryLayout<UInt64>.size)
-            }
-        } catch let error as SystemCallError where error.errno == .wouldBlock {
-            return nil
-        }
-        return value
+        return try tryConsume()
     }
 
     /// Reads and resets the counter without polling first: for a non-blocking eventfd that

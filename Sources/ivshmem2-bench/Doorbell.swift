@@ -14,24 +14,8 @@ import Logging
 /// A device on a platform programmed the way a driver leaves it: BARs assigned, MSI-X entry per
 /// vector (data = vector) unmasked and enabled, Interrupt Control enabled. Returns BAR0's address.
 func driveLikeADriver(_ link: AttachedDevice, platform: PCIPlatform) throws -> UInt64 {
-    let bdf = try BDF(device: 3)
-    try platform.add(link.device, at: bdf)
-    var firmware = Firmware()
-    let bars = firmware.assign(platform, bdf)
-    let d = link.device
-    if let base = bars[1], let cap = d.layout.capabilities.first(where: { $0.kind == .msix }) {
-        for v in 0..<d.configuration.vectors {
-            let entry = base + UInt64(v) * 16
-            platform.mmioWrite(entry, size: 4, value: 0xFEE0_0000)
-            platform.mmioWrite(entry + 4, size: 4, value: 0)
-            platform.mmioWrite(entry + 8, size: 4, value: UInt64(v))
-            platform.mmioWrite(entry + 12, size: 4, value: 0)
-        }
-        let control = platform.configRead(bdf, offset: cap.offset + 2, size: 2)
-        platform.configWrite(bdf, offset: cap.offset + 2, size: 2, value: control | 0x8000)
-    }
+    let bars = try DriverSetup.plugAndEnable(link.device, into: platform, at: try BDF(device: 3))
     guard let bar0 = bars[0] else { throw SystemCallError(call: "firmware", errno: .invalidArgument, detail: "no BAR0") }
-    platform.mmioWrite(bar0 + 0x08, size: 4, value: 1)
     return bar0
 }
 

@@ -57,17 +57,15 @@ final class PeerSession: @unchecked Sendable {
     let platform = PCIPlatform()
     let bdf: BDF
     let registers: UInt64
+    let bars: [Int: UInt64]
     var device: IvshmemDevice { link.device }
     private var seen = 0
 
     init(link: AttachedDevice) throws {
         self.link = link
         bdf = try BDF(device: 5)
-        try platform.add(link.device, at: bdf)
-        var firmware = Firmware()
-        let bars = firmware.assign(platform, bdf)
+        bars = try DriverSetup.plugAndEnable(link.device, into: platform, at: bdf)
         registers = bars[0] ?? 0
-        Self.enableInterrupts(platform: platform, bdf: bdf, device: link.device, msixBase: bars[1])
         let id = link.device.id
         platform.interrupts.addHandler { r in
             if case .msix(let v, _, _) = r.kind { writeStdout("irq: vector \(v)\n") }
@@ -82,22 +80,6 @@ final class PeerSession: @unchecked Sendable {
             case .linkDown(let m): writeStdout("link-down: \(m)\n")
             }
         }
-    }
-
-    /// MSI-X: one entry per vector with data = vector, unmasked, enabled; then Interrupt Control.
-    static func enableInterrupts(platform: PCIPlatform, bdf: BDF, device: IvshmemDevice, msixBase: UInt64?) {
-        if let base = msixBase, let cap = device.layout.capabilities.first(where: { $0.kind == .msix }) {
-            for v in 0..<device.configuration.vectors {
-                let entry = base + UInt64(v) * 16
-                platform.mmioWrite(entry, size: 4, value: 0xFEE0_0000)
-                platform.mmioWrite(entry + 4, size: 4, value: 0)
-                platform.mmioWrite(entry + 8, size: 4, value: UInt64(v))
-                platform.mmioWrite(entry + 12, size: 4, value: 0)
-            }
-            let control = platform.configRead(bdf, offset: cap.offset + 2, size: 2)
-            platform.configWrite(bdf, offset: cap.offset + 2, size: 2, value: control | 0x8000)
-        }
-        device.writeRegister(0x08, 1)
     }
 
     func announce() {
@@ -141,7 +123,7 @@ final class PeerSession: @unchecked Sendable {
             writeStdout("shm: 0x\(String(off, radix: 16)) \"\(text)\" \(buf.prefix(16).map { String($0, radix: 16) }.joined(separator: " "))\n")
         case "reset":
             device.reset()
-            Self.enableInterrupts(platform: platform, bdf: bdf, device: device, msixBase: nil)
+            DriverSetup.enableInterrupts(device, on: platform, at: bdf, bars: bars)
             writeStdout("ok: reset\n")
         case "help": writeStdout("commands: dump, int <peer> <vector|all>, int all, state <v>, wait [s], shm-write, shm-read, reset, quit\n")
         default: return usage("unknown command '\(cmd)' (try help)")

@@ -118,11 +118,7 @@ final class SimWorker: @unchecked Sendable {
         let n = Int(link.device.configuration.maxPeers)
         doorbellVector = link.device.configuration.vectors > 1 ? 1 : 0
         counters = Mutex(Counters(lastSeen: Array(repeating: 0, count: n), stateSeen: Array(repeating: 0, count: n), rng: seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(link.device.id) &+ 1))
-        let bdf = try BDF(device: 4)
-        try platform.add(link.device, at: bdf)
-        var fw = Firmware()
-        let bars = fw.assign(platform, bdf)
-        PeerSession.enableInterrupts(platform: platform, bdf: bdf, device: link.device, msixBase: bars[1])
+        try DriverSetup.plugAndEnable(link.device, into: platform, at: try BDF(device: 4))
         platform.interrupts.addHandler { [self] r in
             if case .msix(let v, _, _) = r.kind { self.onInterrupt(vector: v) }
         }

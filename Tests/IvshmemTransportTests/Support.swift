@@ -128,20 +128,7 @@ struct DrivenDevice {
         self.link = link
         platform = PCIPlatform()
         bdf = try BDF(device: 3)
-        try platform.add(link.device, at: bdf)
-        var fw = Firmware()
-        let bars = fw.assign(platform, bdf)
-        let d = link.device
-        if let base = bars[1], let cap = d.layout.capabilities.first(where: { $0.kind == .msix }) {
-            for v in 0..<d.configuration.vectors {
-                let e = base + UInt64(v) * 16
-                platform.mmioWrite(e, size: 4, value: 0xFEE0_0000)
-                platform.mmioWrite(e + 8, size: 4, value: UInt64(0x40 + v))
-                platform.mmioWrite(e + 12, size: 4, value: 0)
-            }
-            platform.configWrite(bdf, offset: cap.offset + 2, size: 2, value: 0x8000)
-        }
-        d.writeRegister(0x08, 1)
+        try DriverSetup.plugAndEnable(link.device, into: platform, at: bdf, dataBase: 0x40)
     }
 
     /// Waits for an MSI-X message for `vector` logged after `after`.
