@@ -183,23 +183,6 @@ struct LineReader {
     var buffer: [UInt8] = []
     var eof = false
 
-    /// A complete line already buffered, if any.
-    mutating func bufferedLine() -> String? {
-        guard let nl = buffer.firstIndex(of: 10) else { return nil }
-        let line = String(decoding: buffer[..<nl], as: UTF8.self)
-        buffer.removeSubrange(...nl)
-        return line
-    }
-
-    /// Reads once; false at end of file.
-    mutating func fill() throws -> Bool {
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        let n = try chunk.withUnsafeMutableBytes { try fd.read(into: $0) }
-        if n == 0 { eof = true; return false }
-        buffer += chunk[..<n]
-        return true
-    }
-
     mutating func next() throws -> String? {
         while true {
             if let nl = buffer.firstIndex(of: 10) {

@@ -56,13 +56,13 @@ struct SimulateCommand: ParsableCommand {
 
         let start = Monotonic.now()
         progress("starting \(peers) peer processes (scenario \(scenario.rawValue), \(vectors) vector(s), \(rounds) rounds)")
-        var workers: [SimChild] = []
-        defer { for w in workers { w.kill() } }
+        var workers: [LineProcess] = []
+        defer { for w in workers { _ = try? w.finish(signal: SIGKILL, timeout: 5) } }
         let churners = scenario == .churn ? peers / 2 : 0
         for i in 0..<peers {
             let role = i >= peers - churners ? "churn" : "peer"
-            let w = try SimChild(arguments: ["simulate-worker", "--socket", config.socketPath, "--scenario", scenario.rawValue,
-                                             "--peers", String(peers), "--rounds", String(rounds), "--seed", String(seed)], role: role)
+            let w = try spawnWorker(arguments: ["simulate-worker", "--socket", config.socketPath, "--scenario", scenario.rawValue,
+                                                "--peers", String(peers), "--rounds", String(rounds), "--seed", String(seed)], role: role)
             workers.append(w)
             _ = try w.expect("ready", timeout: 60)
             if (i + 1) % 64 == 0 { progress("\(i + 1)/\(peers) peers attached") }
@@ -97,7 +97,7 @@ struct SimulateCommand: ParsableCommand {
         }
         let elapsed = Monotonic.now() - runStart
         for w in workers { try? w.send("exit") }
-        for w in workers { _ = w.finish() }
+        for w in workers { _ = try? w.finish(timeout: 10) }
         workers.removeAll()
         try printReport(reports, elapsed: elapsed, attachSeconds: attached)
     }
@@ -154,47 +154,12 @@ struct SimulateCommand: ParsableCommand {
     }
 }
 
-/// A worker process and its stdout lines.
-final class SimChild {
-    let process: SpawnedProcess
-    private var reader: LineReader
-
-    init(arguments: [String], role: String) throws {
-        var env: [String] = []
-        var i = 0
-        while let e = environ[i] { env.append(String(cString: e)); i += 1 }
-        env.append("IVSHMEM2_SIM_ROLE=\(role)")
-        process = try SpawnedProcess.spawn(executable: try SpawnedProcess.currentExecutablePath(), arguments: arguments, environment: env,
-                                           standardInput: .pipe, standardOutput: .pipe, standardError: .inherit)
-        reader = LineReader(fd: process.standardOutput!)
-    }
-
-    func send(_ line: String) throws { try process.standardInput?.writeAll(line + "\n") }
-
-    func expect(_ prefix: String, timeout: Double) throws -> String {
-        let deadline = Monotonic.now() + timeout
-        while true {
-            if let line = reader.bufferedLine() {
-                if line.hasPrefix(prefix) { return line }
-                continue
-            }
-            let left = deadline - Monotonic.now()
-            guard left > 0 else { throw ValidationError("peer process \(process.pid) sent no '\(prefix)' within \(timeout) s") }
-            if try process.standardOutput!.waitReadable(timeoutMilliseconds: Int32(min(left, 1) * 1000)) {
-                if try !reader.fill() { throw ValidationError("peer process \(process.pid) exited before '\(prefix)'") }
-            }
-        }
-    }
-
-    func finish() -> ExitStatus? {
-        process.standardInput?.closeQuietly()
-        let s = try? process.waitWithTimeout(seconds: 10)
-        if s == nil { kill() }
-        process.closePipes()
-        return s ?? nil
-    }
-
-    func kill() {
-        if SpawnedProcess.exists(process.pid) { try? process.signal(SIGKILL); _ = try? process.wait() }
-    }
+/// A worker process: this binary in the `simulate-worker` role, followed line by line.
+func spawnWorker(arguments: [String], role: String) throws -> LineProcess {
+    var env: [String] = []
+    var i = 0
+    while let e = environ[i] { env.append(String(cString: e)); i += 1 }
+    env.append("IVSHMEM2_SIM_ROLE=\(role)")
+    return try LineProcess(name: "peer process", executable: try SpawnedProcess.currentExecutablePath(), arguments: arguments,
+                           environment: env, standardError: .inherit)
 }

@@ -22,49 +22,13 @@ struct ValidationFailure: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-/// A child process whose stdout is followed line by line.
-final class Child {
-    let name: String
-    let process: SpawnedProcess
-    private var buffer: [UInt8] = []
-    private(set) var lines: [String] = []
+/// `ivshmem2 ARGS` as a child followed line by line.
+func Child(_ name: String, _ args: [String]) throws -> LineProcess {
+    try LineProcess(name: name, executable: try ivshmem2Binary(), arguments: args)
+}
 
-    init(_ name: String, _ args: [String]) throws {
-        self.name = name
-        process = try SpawnedProcess.spawn(executable: try ivshmem2Binary(), arguments: args, standardInput: .pipe, standardOutput: .pipe, standardError: .pipe)
-    }
-
-    func send(_ line: String) throws { try process.standardInput?.writeAll(line + "\n") }
-
-    /// The first line at or after the read position starting with `prefix`, within `timeout`.
-    func expect(_ prefix: String, timeout: Double = 10) throws -> String {
-        let deadline = Monotonic.now() + timeout
-        while true {
-            while let nl = buffer.firstIndex(of: 10) {
-                let line = String(decoding: buffer[..<nl], as: UTF8.self)
-                buffer.removeSubrange(...nl)
-                lines.append(line)
-                if line.hasPrefix(prefix) { return line }
-            }
-            let left = deadline - Monotonic.now()
-            guard left > 0, let out = process.standardOutput else {
-                throw ValidationFailure("\(name): no '\(prefix)' within \(timeout) s; saw \(lines.suffix(8))")
-            }
-            if try out.waitReadable(timeoutMilliseconds: Int32(min(left, 1) * 1000)) {
-                var chunk = [UInt8](repeating: 0, count: 4096)
-                let n = try chunk.withUnsafeMutableBytes { try out.read(into: $0) }
-                if n == 0 { throw ValidationFailure("\(name) exited before '\(prefix)'; saw \(lines.suffix(8))") }
-                buffer += chunk[..<n]
-            }
-        }
-    }
-
-    func stop(signal: Int32? = nil) throws -> IvshmemPosix.ExitStatus {
-        if let signal { try? process.signal(signal) } else { process.standardInput?.closeQuietly() }
-        let s = try process.waitWithTimeout(seconds: 10) ?? { try? process.signal(SIGKILL); return try process.wait() }()
-        process.closePipes()
-        return s
-    }
+extension LineProcess {
+    func stop(signal: Int32? = nil) throws -> IvshmemPosix.ExitStatus { try finish(signal: signal) }
 }
 
 @Suite(.serialized) struct PeerProcessTests {
