@@ -18,6 +18,8 @@ help:
 	@echo "make demo     start a server and two emulated peers, print their conversation"
 	@echo "make bench    release build, run every benchmark against its baseline, write bench/"
 	@echo "make bench-smoke  the same benchmarks, tiny (CI: keeps the benchmark code from rotting)"
+	@echo "make install  PREFIX=/usr/local: libivshmem2.so, include/ivshmem2.h, lib/pkgconfig/ivshmem2.pc"
+	@echo "make drivers  install into a temporary prefix, build the example C drivers with pkg-config, run them"
 	@echo "make tables   regenerate Sources/IvshmemSpec/EmbeddedTables.swift from spec/tables"
 
 # System packages: libpci (our config-space decoder) and lspci (used by the tests).
@@ -44,6 +46,7 @@ test: build
 	$(SWIFT) test --skip-build --no-parallel $(SWIFT_FLAGS) 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
 	$(BIN_DEBUG) conformance --junit .build/conformance.xml
 	$(MAKE) bench-smoke
+	$(MAKE) drivers
 
 # Benchmarks: ratios against baselines measured in the same run (never timed assertions).
 # `bench` writes bench/results.json, bench/results.md and bench/latency.svg.
@@ -56,6 +59,25 @@ bench: deps tables
 bench-smoke: deps tables
 	$(SWIFT) build --product ivshmem2-bench $(SWIFT_FLAGS)
 	.build/debug/ivshmem2-bench --smoke --out .build/bench-smoke
+
+# The C API for guest drivers. The SwiftPM product is `ivshmem2c` (the tool owns `ivshmem2`); its
+# SONAME is libivshmem2.so, the name it is installed under. LIB_CONFIG=release for installs,
+# debug when `make test` installs into a temporary prefix.
+LIB_CONFIG ?= release
+install: deps tables
+	$(SWIFT) build -c $(LIB_CONFIG) --product ivshmem2c $(SWIFT_FLAGS)
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 0755 .build/$(LIB_CONFIG)/libivshmem2c.so $(DESTDIR)$(PREFIX)/lib/libivshmem2.so
+	install -m 0644 Sources/CIvshmemTrap/include/ivshmem2.h $(DESTDIR)$(PREFIX)/include/ivshmem2.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' fixtures/drivers/ivshmem2.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/ivshmem2.pc
+
+# Example drivers (fixtures/drivers): install into a temporary prefix, build them outside the
+# repository with `cc $$(pkg-config --cflags --libs ivshmem2)`, run them against our server.
+drivers: deps tables
+	$(SWIFT) build --product ivshmem2 $(SWIFT_FLAGS)
+	@prefix=$$(mktemp -d /tmp/ivshmem2-prefix.XXXXXX) && \
+	$(MAKE) --no-print-directory install PREFIX=$$prefix LIB_CONFIG=debug && \
+	fixtures/drivers/run-drivers.sh $$prefix $(BIN_DEBUG); rc=$$?; rm -rf $$prefix; exit $$rc
 
 demo: build
 	$(BIN_DEBUG) demo

@@ -87,7 +87,7 @@ let package = Package(
             "IvshmemServer", "IvshmemTransport", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform",
         ]),
         .testTarget(name: "IvshmemTransportTests", dependencies: [
-            "IvshmemTransport", "IvshmemServer", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform",
+            "IvshmemTransport", "IvshmemServer", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform", "IvshmemHarness",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "IvshmemHarnessTests", dependencies: ["IvshmemHarness", "IvshmemPosix", "IvshmemSpec"]),

@@ -36,11 +36,12 @@ struct EmbeddedServerTests {
                 for earlier in clients { try earlier.receive(2) }
                 clients.append(c)
             }
-            #expect(running.server.connectedPeerIDs == [0, 1, 2])
+            // The server publishes its peer list after its sends: wait for it, don't race it.
+            #expect(settles { running.server.connectedPeerIDs == [0, 1, 2] }, "\(running.server.connectedPeerIDs)")
             clients[1].close()
             try clients[0].receive(1)
             try clients[2].receive(1)
-            #expect(running.server.connectedPeerIDs == [0, 2])
+            #expect(settles { running.server.connectedPeerIDs == [0, 2] }, "\(running.server.connectedPeerIDs)")
             #expect(running.server.counters.departed == 1)
             running.stop()
             for c in [clients[0], clients[2]] { #expect(try c.waitForHangUp()) }
@@ -77,7 +78,7 @@ struct EmbeddedServerTests {
             }
             #expect(!running.server.connectedPeerIDs.contains(0), "the lazy peer was dropped after \(cycles) cycles")
             #expect(try lazy.waitForHangUp(timeout: 10))
-            #expect(running.server.connectedPeerIDs == [1])
+            #expect(settles { running.server.connectedPeerIDs == [1] }, "\(running.server.connectedPeerIDs)")
             lazy.close(); watcher.close()
         }
     }
@@ -126,4 +127,14 @@ struct EmbeddedServerTests {
         }
     }
 }
+}
+
+/// Polls `condition` for up to `timeout` seconds.
+func settles(timeout: Double = 5, _ condition: () -> Bool) -> Bool {
+    let deadline = Monotonic.now() + timeout
+    while Monotonic.now() < deadline {
+        if condition() { return true }
+        Monotonic.sleep(seconds: 0.002)
+    }
+    return condition()
 }

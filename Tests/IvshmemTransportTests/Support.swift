@@ -1,4 +1,5 @@
 import Foundation
+import IvshmemHarness
 import IvshmemModel
 import IvshmemPlatform
 import IvshmemPosix
@@ -8,61 +9,8 @@ import IvshmemWire
 import Logging
 import Testing
 
-/// A server that follows a script instead of the protocol: sends exactly the bytes and fds a
-/// test gives it, so that every client-side check (WIRE-CLI-*) can be provoked on purpose.
-final class ScriptedServer: @unchecked Sendable {
-    let directory: String
-    let path: String
-    private let listener: FileDescriptor
-    private var connection: FileDescriptor?
-    private var thread: Thread?
-    private let done = DispatchSemaphore(value: 0)
-    private var closed = false
-
-    init() throws {
-        directory = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-scripted.XXXXXX")
-        path = directory + "/s.sock"
-        listener = try UnixSocket.listen(path: path, backlog: 4, nonBlocking: false)
-    }
-
-    /// Accepts one client on a background thread and runs `script` on its connection.
-    func serve(_ script: @escaping @Sendable (ScriptedServer, FileDescriptor) throws -> Void) {
-        let t = Thread { [self] in
-            defer { done.signal() }
-            guard let c = try? UnixSocket.accept(listener, nonBlocking: false) else { return }
-            connection = c
-            try? script(self, c)
-        }
-        thread = t
-        t.start()
-    }
-
-    /// Waits for the script to finish (it returns after its last send).
-    func waitForScript() { done.wait() }
-
-    func send(_ c: FileDescriptor, _ bytes: [UInt8], fds: [FileDescriptor] = []) throws {
-        var sent = 0
-        var attach = fds
-        while sent < bytes.count {
-            sent += try UnixSocket.sendMessage(on: c, bytes: Array(bytes[sent...]), fds: attach)
-            attach = []
-        }
-    }
-
-    func send(_ c: FileDescriptor, _ m: WireMessage, fd: FileDescriptor? = nil) throws {
-        try send(c, m.encode(), fds: fd.map { [$0] } ?? [])
-    }
-
-    /// Idempotent.
-    func close() {
-        guard !closed else { return }
-        closed = true
-        connection?.closeQuietly()
-        connection = nil
-        listener.closeQuietly()
-        FileSystem.removeDirectoryTree(directory)
-    }
-}
+/// The harness's scripted hostile server.
+typealias ScriptedServer = HostileServer
 
 /// Raw bytes of a message with an arbitrary type/len header.
 func rawMessage(type: UInt32, length: UInt32, body: [UInt8]) -> [UInt8] {
