@@ -211,11 +211,12 @@ int ivs_trap_unregister(void *owner, void *host, size_t length) {
 int ivs_decode(const uint8_t *p, ivs_insn *out) {
     ivs_insn in;
     memset(&in, 0, sizeof in);
-    int i = 0, opsize16 = 0, rex = 0;
+    int i = 0, opsize16 = 0, addr32 = 0, rex = 0;
     for (;; i++) {
         uint8_t b = p[i];
         if (b == 0x66) opsize16 = 1;
-        else if (b == 0x67 || b == 0x2E || b == 0x3E || b == 0x26 || b == 0x36 || b == 0x64 || b == 0x65) continue;
+        else if (b == 0x67) addr32 = 1;
+        else if (b == 0x2E || b == 0x3E || b == 0x26 || b == 0x36 || b == 0x64 || b == 0x65) continue;
         else break;
         if (i > 8) return 0;
     }
@@ -224,6 +225,18 @@ int ivs_decode(const uint8_t *p, ivs_insn *out) {
     int osize = w ? 8 : (opsize16 ? 2 : 4);
     uint8_t op = p[i++];
     int needs_reg0 = 0, imm_size = 0;
+    if (op >= 0xA0 && op <= 0xA3) {
+        /* MOV AL/AX/EAX/RAX <-> moffs: an absolute address (8 bytes, 4 with 67h), what compilers
+         * emit for a constant pointer such as (volatile uint32_t *)0xC0000004. */
+        in.size = (op & 1) ? osize : 1;
+        in.is_store = op >= 0xA2;
+        in.dest_size = in.size;
+        in.reg = 0;
+        in.has_rex = rex != 0;
+        in.length = i + (addr32 ? 4 : 8);
+        *out = in;
+        return in.length;
+    }
     switch (op) {
     case 0x88: in.size = 1; in.is_store = 1; break;
     case 0x89: in.size = osize; in.is_store = 1; break;

@@ -219,26 +219,54 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
     // MARK: event loop
 
     private func runLoop() {
-        var spinDeadline = 0.0
         while !state.withLock({ $0.closed }) {
-            var timeout: Int32 = -1
             if case .spinThenBlock(let us) = waitMode {
-                if spinDeadline == 0 { spinDeadline = Monotonic.now() + Double(us) / 1e6 }
-                if Monotonic.now() < spinDeadline { timeout = 0 } else { spinDeadline = 0 }
+                spin(microseconds: us)
+                if state.withLock({ $0.closed }) { return }
             }
             do {
-                let n = try epoll.wait(timeoutMilliseconds: timeout) { token, events in
-                    switch token {
-                    case Self.wakeToken: _ = try? wake.consume()
-                    case Self.socketToken: serviceSocket(events)
-                    default: serviceOwnEventFD(vector: Int(token))
-                    }
-                }
-                if n > 0 { spinDeadline = 0 }
+                _ = try epoll.wait(timeoutMilliseconds: -1, dispatch)
             } catch {
                 report(.linkDown("event loop failed: \(error)"))
                 return
             }
+        }
+    }
+
+    private func dispatch(_ token: UInt64, _ events: Epoll.Events) {
+        switch token {
+        case Self.wakeToken: _ = try? wake.consume()
+        case Self.socketToken: serviceSocket(events)
+        default: serviceOwnEventFD(vector: Int(token))
+        }
+    }
+
+    /// Spin phase of `.spinThenBlock`: read our own eventfds directly (one non-blocking read
+    /// each, like a C busy-poll) for up to `microseconds` after the last event, looking at the
+    /// socket and the wake fd with a zero-timeout epoll every 64 rounds.
+    private func spin(microseconds: Int) {
+        let window = Double(microseconds) / 1e6
+        var deadline = Monotonic.now() + window
+        var round = 0
+        var own: [EventFD] = []
+        while Monotonic.now() < deadline {
+            if own.count < device.configuration.vectors {
+                own = state.withLock { $0.peers[device.id] ?? [] }
+            }
+            var got = false
+            for (vector, fd) in own.enumerated() {
+                if let n = try? fd.tryConsume(), n > 0 {
+                    device.receiveEvent(vector: vector)
+                    got = true
+                }
+            }
+            round &+= 1
+            if round & 63 == 0 {
+                _ = try? epoll.wait(timeoutMilliseconds: 0, dispatch)
+                if state.withLock({ $0.closed }) { return }
+                own = state.withLock { $0.peers[device.id] ?? [] }  // a peer may have left or reset
+            }
+            if got { deadline = Monotonic.now() + window }
         }
     }
 

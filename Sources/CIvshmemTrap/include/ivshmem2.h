@@ -230,7 +230,8 @@ int ivshmem2_io_write(ivshmem2_platform *platform, uint16_t port, unsigned size,
  *
  * Supported (x86-64 only): MOV loads and stores of 1, 2, 4 and 8 bytes between a general-purpose
  * register and memory (opcodes 88h, 89h, 8Ah, 8Bh), MOV stores of an immediate (C6h /0, C7h /0),
- * MOVZX and MOVSX loads (0F B6h/B7h/BEh/BFh), MOVSXD (63h with REX.W); with any ModRM/SIB
+ * MOVZX and MOVSX loads (0F B6h/B7h/BEh/BFh), MOVSXD (63h with REX.W), and MOV between AL/AX/EAX/RAX and an absolute
+ * address (A0h-A3h, what compilers emit for a constant pointer); with any ModRM/SIB
  * addressing form (including RIP-relative and disp8/disp32), REX prefixes (W/R/X/B, and
  * SPL/BPL/SIL/DIL vs AH/CH/DH/BH), the 66h operand-size prefix, the 67h address-size prefix and
  * segment prefixes. This covers `volatile` scalar accesses as GCC and Clang emit them at -O0..-O2.
