@@ -92,7 +92,10 @@ public final class IvshmemDevice: @unchecked Sendable {
                 }
                 s.configHook(w, layout: layout, access: access, peer: id, effects: &fx)
             }
-            if offset < 0x28 && offset + size > 0x04 { s.refreshWindows(layout: layout) }  // Command or a BAR
+            // Decode windows change only when Command or a BAR actually changed.
+            if writes.contains(where: { $0.old != $0.new && ($0.field.offset == 0x04 || (0x10..<0x28).contains($0.field.offset)) }) {
+                s.refreshWindows(layout: layout)
+            }
         }
     }
 

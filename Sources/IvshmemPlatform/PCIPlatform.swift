@@ -45,7 +45,8 @@ public final class PCIPlatform: InterruptSink, @unchecked Sendable {
         if d?.interruptSink === self { d?.interruptSink = nil }
     }
 
-    public func device(at bdf: BDF) -> IvshmemDevice? { state.withLock { $0.slots[bdf] } }
+    /// A linear scan of the (few) plugged devices: cheaper than hashing a BDF per access.
+    public func device(at bdf: BDF) -> IvshmemDevice? { state.withLock { s in s.ordered.first { $0.bdf == bdf }?.device } }
     public var devices: [(bdf: BDF, device: IvshmemDevice)] {
         state.withLock { $0.ordered }
     }
