@@ -8,9 +8,10 @@ struct ConformanceCommand: ParsableCommand {
         commandName: "conformance",
         abstract: "Run the conformance suite for each profile and print requirement coverage.",
         discussion: """
-            Runs every script under --dir for each profile and prints a matrix: requirement,
-            number of cases, and per profile pass / FAIL / skip / - (no case). Fails when a case
-            fails, a requirement of the spec has no case, or a case names an unknown requirement.
+            Runs every script under --dir for each profile and prints a matrix:
+            requirement, number of cases, and per profile pass / FAIL / skip / - (no
+            case). Fails when a case fails, a requirement of the spec has no case, or a
+            case names an unknown requirement.
             """)
 
     @Option(help: "Directory of conformance scripts.") var dir: String = "fixtures/conformance"

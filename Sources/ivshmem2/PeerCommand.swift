@@ -23,8 +23,8 @@ struct PeerCommand: ParsableCommand {
               shm-read <offset> <length>  print shared memory bytes as text and hex
               reset                device reset
               quit                 detach (the others see PEER_GONE)
-            Output lines are 'key: value' records, e.g. 'irq: vector 1', 'joined: peer 2',
-            'left: peer 2', so scripts and tests can follow them.
+            Output lines are 'key: value' records, e.g. 'irq: vector 1', 'joined: peer
+            2', 'left: peer 2', so scripts and tests can follow them.
             """)
 
     @Option(name: [.customShort("S"), .long], help: "Server socket path.") var socket: String = "/tmp/ivshmem_socket"

@@ -8,10 +8,11 @@ struct RunCommand: ParsableCommand {
         commandName: "run",
         abstract: "Run register-level test scripts against emulated devices.",
         discussion: """
-            Each case of each script runs against a fresh embedded server (or the server at
+            Each case of each script runs against a fresh embedded server (or the server
+            at
             --socket). On failure it prints the script line, expected versus actual, and the
-            last trace events. Exit status: 0 when every case passed, 1 otherwise.
-            The script format is documented in fixtures/scripts/README.md.
+            last trace events. Exit status: 0 when every case passed, 1 otherwise. The
+            script format is documented in fixtures/scripts/README.md.
             """)
 
     @Argument(help: "Script files.") var files: [String]

@@ -14,13 +14,17 @@ struct ServerCommand: ParsableCommand {
         commandName: "server",
         abstract: "Run the ivshmem v2 server (option-compatible with the reference ivshmem2-server).",
         discussion: """
-            Peers (devices, `ivshmem2 peer`, QEMU's ivshmem2 device) connect to the UNIX socket and
-            receive the shared memory and every other peer's eventfds.
+            Peers (devices, `ivshmem2 peer`, QEMU's ivshmem2 device) connect to the UNIX
+            socket and receive the shared memory and every other peer's eventfds.
+
             Examples:
               ivshmem2 server -F -S /tmp/ivshmem_socket -n 4 -V 2
-              ivshmem2 server -F -S /tmp/sock -m /dev/hugepages -l 2M -o 64K -P 0x4001
-            Without -F the server detaches (new session) and writes its pid to the pid file.
-            Sizes take K, M and G suffixes; numbers take 0x for hexadecimal.
+              ivshmem2 server -F -S /tmp/sock -m /dev/hugepages -l 2M -o 64K
+
+            Without -F the server detaches (new session) and writes its pid to the pid
+            file. Sizes take K, M and G suffixes; numbers take 0x for hexadecimal.
+            SIGTERM or SIGINT stop it cleanly: peers see the hang-up, the socket and a
+            named shm are removed.
             """)
 
     @Option(name: [.customShort("S", allowingJoined: true), .customLong("socket")],

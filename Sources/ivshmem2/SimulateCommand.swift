@@ -15,12 +15,13 @@ struct SimulateCommand: ParsableCommand {
         commandName: "simulate",
         abstract: "Run N peer processes through a scenario and report interrupts, losses and latency.",
         discussion: """
-            Scenarios: ring (a token travels round the ring 'rounds' times), storm (each peer
-            rings 'rounds' random peers as fast as it can), state (each peer changes its state
-            'rounds' times), churn (half the peers storm, the other half leave and rejoin
-            'rounds' times). Every message is also counted in shared memory, so a lost wake-up
-            is detected; several messages handled by one interrupt count as coalesced.
-            Exit status 1 when any event was lost or unexpected.
+            Scenarios: ring (a token travels round the ring 'rounds' times), storm (each
+            peer rings 'rounds' random peers as fast as it can), state (each peer
+            changes its state 'rounds' times), churn (half the peers storm, the other
+            half leave and rejoin 'rounds' times). Every message is also counted in
+            shared memory, so a lost wake-up is detected; several messages handled by
+            one interrupt count as coalesced. Exit status 1 when any event was lost or
+            unexpected.
             """)
 
     @Option(help: "Number of peer processes (2…1024).") var peers: Int = 4

@@ -15,10 +15,10 @@ struct SpecCheckCommand: ParsableCommand {
         abstract: "Rebuild the model from modified spec tables and report what changes.",
         discussion: """
             --spec DIR holds modified copies of some or all of spec/tables/*.json (missing files
-            are taken from the built-in tables). The report lists, per profile and mode, every
-            config-space byte that differs from the stock spec (with the register it belongs
-            to), then every conformance case whose outcome changes. Exit status 0 either way,
-            1 only when the tables cannot be read.
+            are taken from the built-in tables). The report lists, per profile and mode,
+            every config-space byte that differs from the stock spec (with the register
+            it belongs to), then every conformance case whose outcome changes. Exit
+            status 0 either way, 1 only when the tables cannot be read.
             """)
 
     @Option(help: "Directory with the modified tables.") var spec: String

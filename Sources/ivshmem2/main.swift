@@ -6,10 +6,17 @@ struct Ivshmem2: ParsableCommand {
         commandName: "ivshmem2",
         abstract: "A software model of the ivshmem v2 PCI device (110a:4106), its server, and tools to test guest drivers against it.",
         discussion: """
-            Start a server, attach emulated devices to it, and inspect what a driver sees:
+            Start a server, attach emulated devices to it, and inspect what a driver
+            sees:
               ivshmem2 server -F -S /tmp/ivshmem_socket -n 4 -V 2
               ivshmem2 peer --socket /tmp/ivshmem_socket
               ivshmem2 dump-config --profile jailhouse | lspci -F /dev/stdin -vvv -nn
+
+            Test at the register level, check conformance, simulate many peers:
+              ivshmem2 run fixtures/scripts/two-peers.ivs
+              ivshmem2 conformance
+              ivshmem2 simulate --peers 64 --scenario storm
+              ivshmem2 spec check --spec fixtures/spec-changes/base-address-in-spec
             """,
         subcommands: Ivshmem2.allSubcommands
     )
