@@ -52,23 +52,23 @@ public final class HarnessPeer: @unchecked Sendable {
 
     public func configRead(_ offset: Int, size: Int) -> UInt32 {
         let v = platform.configRead(bdf, offset: offset, size: size)
-        trace.record(name, .configRead, address: UInt64(offset), size: size, value: UInt64(v))
+        trace.record(name, .configRead, address: UInt64(offset), size: size, value: UInt64(v), requirement: device.configRequirement(at: offset))
         return v
     }
 
     public func configWrite(_ offset: Int, size: Int, value: UInt32) {
-        trace.record(name, .configWrite, address: UInt64(offset), size: size, value: UInt64(value))
+        trace.record(name, .configWrite, address: UInt64(offset), size: size, value: UInt64(value), requirement: device.configRequirement(at: offset))
         platform.configWrite(bdf, offset: offset, size: size, value: value)
     }
 
     public func mmioRead(_ address: UInt64, size: Int) -> UInt64 {
         let v = platform.mmioRead(address, size: size)
-        trace.record(name, .mmioRead, address: address, size: size, value: v)
+        trace.record(name, .mmioRead, address: address, size: size, value: v, requirement: registerRequirement(address))
         return v
     }
 
     public func mmioWrite(_ address: UInt64, size: Int, value: UInt64) {
-        trace.record(name, .mmioWrite, address: address, size: size, value: value)
+        trace.record(name, .mmioWrite, address: address, size: size, value: value, requirement: registerRequirement(address))
         platform.mmioWrite(address, size: size, value: value)
     }
 
@@ -81,6 +81,12 @@ public final class HarnessPeer: @unchecked Sendable {
     public func pioWrite(_ port: UInt16, size: Int, value: UInt32) {
         trace.record(name, .pioWrite, address: UInt64(port), size: size, value: UInt64(value))
         platform.ioWrite(port, size: size, value: value)
+    }
+
+    /// The BAR0 register an MMIO address reaches, for the trace.
+    private func registerRequirement(_ address: UInt64) -> String? {
+        guard let base = bars[0], address >= base, address - base < 0x1000 else { return nil }
+        return device.registerRequirement(at: Int(address - base))
     }
 
     /// Where BAR `index` is mapped (the Base Address for BAR2 in profiles without BAR2).

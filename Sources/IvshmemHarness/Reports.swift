@@ -9,6 +9,10 @@ public enum Reports {
             } else {
                 out += "PASS \(r.script): \(r.caseName) [\(r.profile)] (\(ms(r.duration)))\n"
             }
+            let findings = r.findingSummary
+            if !findings.isEmpty {
+                out += "    findings: " + findings.map { "\($0.peer) \($0.requirement)" + ($0.count > 1 ? " ×\($0.count)" : "") }.joined(separator: ", ") + "\n"
+            }
         }
         let passed = results.filter(\.passed).count
         let failed = results.filter { $0.failure != nil }.count
@@ -27,6 +31,7 @@ public enum Reports {
                 "\"covers\":[" + r.covers.map(jsonString).joined(separator: ",") + "]",
                 "\"seconds\":\(format6(r.duration))",
             ]
+            f.append("\"findings\":[" + r.findingSummary.map { "{\"peer\":\(jsonString($0.peer)),\"requirement\":\(jsonString($0.requirement)),\"count\":\($0.count)}" }.joined(separator: ",") + "]")
             if let x = r.failure {
                 f.append("\"failure\":{\"line\":\(x.line),\"statement\":\(jsonString(x.statement)),\"expected\":\(jsonString(x.expected)),\"actual\":\(jsonString(x.actual))}")
             }

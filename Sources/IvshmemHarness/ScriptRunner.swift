@@ -16,6 +16,21 @@ public struct CaseResult: Sendable {
     public var duration: Double
     public var trace: [TraceEvent]
     public var passed: Bool { failure == nil && !skipped }
+
+    /// Findings recorded during the case, per peer and requirement, in first-seen order.
+    public var findingSummary: [(peer: String, requirement: String, count: Int)] {
+        var order: [String] = []
+        var counts: [String: Int] = [:]
+        for e in trace where e.kind == .finding {
+            let key = e.peer + " " + (e.requirement ?? "?")
+            if counts[key] == nil { order.append(key) }
+            counts[key, default: 0] += 1
+        }
+        return order.map { k in
+            let parts = k.split(separator: " ", maxSplits: 1).map(String.init)
+            return (parts[0], parts.count > 1 ? parts[1] : "?", counts[k] ?? 0)
+        }
+    }
 }
 
 /// Where and why a case failed.
@@ -40,6 +55,9 @@ public struct ScriptRunner: Sendable {
     public var externalSocket: String?
     /// The tables devices are built from.
     public var tables: SpecTables = .builtIn
+    /// Driver checking as Jailhouse enforces it: the first finding a statement causes fails
+    /// the case there (an `expect finding` right after it does not help).
+    public var strict = false
     public var defaultProfile: String
     public var traceTailLength = 12
 
@@ -92,7 +110,10 @@ public struct ScriptRunner: Sendable {
         var session = Session(harness: harness, profile: profile, tail: traceTailLength)
         session.serverConfiguration = (try? serverConfiguration(script, case: c)) ?? ServerConfiguration()
         for st in c.statements where st.applies(to: profile) {
-            do { try session.execute(st) } catch let f as CaseFailure {
+            do {
+                try session.execute(st)
+                if strict { try session.failOnNewFindings(st) }
+            } catch let f as CaseFailure {
                 result.failure = f
                 break
             } catch {
@@ -133,6 +154,16 @@ struct Session {
             throw fail(st, expected: "a joined peer named '\(st.actor ?? "")'", actual: "joined: \(peers.keys.sorted().joined(separator: ", "))")
         }
         return p
+    }
+
+    /// `--strict`: any finding not yet consumed fails the case at this statement.
+    func failOnNewFindings(_ st: Script.Statement) throws {
+        for (name, p) in peers.sorted(by: { $0.key < $1.key }) {
+            let new = p.findings.dropFirst(findingCursor[name] ?? 0)
+            if let f = new.first {
+                throw fail(st, expected: "no finding (--strict: the first finding is fatal, as Jailhouse stops the cell)", actual: "\(name): \(f)")
+            }
+        }
     }
 
     func client(_ st: Script.Statement) throws -> RawWireClient {

@@ -110,6 +110,11 @@ public final class IvshmemDevice: @unchecked Sendable {
         state.withLock { $0.config.block.strap(offset: 0x3D, value: UInt64(slot % 4) + 1) }
     }
 
+    /// The requirement of the config register at `offset` (for traces), if one is declared.
+    public func configRequirement(at offset: Int) -> String? { state.withLock { $0.config.block.field(at: offset)?.requirement } }
+    /// The requirement of the BAR0 register at `offset` (for traces), if one is declared.
+    public func registerRequirement(at offset: Int) -> String? { state.withLock { $0.registers.field(at: offset)?.requirement } }
+
     // MARK: decode state (read by the platform)
 
     /// The ranges this device claims now (one lock). CFG-CMD-7, CFG-CMD-8

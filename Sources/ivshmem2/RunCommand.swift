@@ -22,6 +22,7 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Print results as JSON instead of text.") var json = false
     @Option(help: "Write every case's trace here as JSON lines.") var trace: String?
     @Flag(help: "Also list skipped cases.") var verbose = false
+    @Flag(help: "Make the first driver-checking finding fatal (as Jailhouse stops a cell).") var strict = false
 
     func run() throws {
         try Signals.ignoreBrokenPipe()
@@ -40,7 +41,8 @@ struct RunCommand: ParsableCommand {
             }
         }
         if parseFailed { throw ExitCode(1) }
-        let runner = ScriptRunner(externalSocket: socket, defaultProfile: profile)
+        var runner = ScriptRunner(externalSocket: socket, defaultProfile: profile)
+        runner.strict = strict
         var results: [CaseResult] = []
         for s in scripts { results += runner.run(s) }
         writeStdout(json ? Reports.json(results) : Reports.text(results, verbose: verbose))

@@ -153,5 +153,33 @@ func fixture(_ relative: String) throws -> Script {
         #expect(results.count == 1 && results.allSatisfy { $0.passed }, "\(Reports.text(results))")
         let found = results.first?.trace.filter { $0.kind == .finding }.compactMap(\.requirement) ?? []
         #expect(found == ["REG-ACC-3", "REG-ACC-3", "SHM-ST-1", "SHM-OUT-2", "REG-DB-4", "REG-DB-5", "MSIX-PBA-2", "CFG-CMD-9", "CFG-ACC-2"])
+        let summary = results.first?.findingSummary.map { "\($0.peer) \($0.requirement) \($0.count)" } ?? []
+        #expect(summary.first == "A REG-ACC-3 2" && summary.count == 8)
+        #expect(Reports.text(results).contains("findings: A REG-ACC-3 ×2, A SHM-ST-1"))
+    }
+
+    @Test("REG-ACC-3: --strict makes the first finding fatal, at the statement that caused it")
+    func strict() throws {
+        var runner = ScriptRunner()
+        runner.strict = true
+        let bad = runner.run(try fixture("fixtures/scripts/buggy-driver.ivs"))
+        let f = try #require(bad.first?.failure)
+        #expect(f.line == 8 && f.actual.contains("REG-ACC-3") && f.expected.contains("--strict"))
+        let good = runner.run(try fixture("fixtures/scripts/two-peers.ivs"))
+        #expect(good.allSatisfy { $0.passed }, "\(Reports.text(good))")
+    }
+
+    @Test("REG-ID-1, CFG-CMD-1: traced register accesses carry the requirement of the register they reach")
+    func traceRequirements() throws {
+        let script = try ScriptParser.parse("""
+            join A
+            A write16 cfg:0x04 0x0006
+            A read32 reg:0x04 == 4
+            """, path: "inline.ivs")
+        let results = ScriptRunner().run(script)
+        #expect(results.allSatisfy { $0.passed }, "\(Reports.text(results))")
+        let trace = results.first?.trace ?? []
+        #expect(trace.contains { $0.kind == .mmioRead && $0.requirement == "REG-MAXP-1" })
+        #expect(trace.contains { ($0.kind == .configWrite || $0.kind == .configRead) && $0.requirement == "CFG-CMD-1" })
     }
 }
