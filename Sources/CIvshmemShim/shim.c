@@ -29,7 +29,7 @@ int ivs_unblock_all_signals(void) {
 }
 
 static volatile sig_atomic_t termination_flag;
-static int termination_wake_fd = -1;
+static volatile sig_atomic_t termination_wake_fd = -1;
 
 static void on_termination(int sig) {
     (void)sig;
@@ -85,3 +85,5 @@ int ivs_restore_default_signals(void) {
     r |= sigaction(SIGPIPE, &sa, NULL);
     return r == 0 ? 0 : -1;
 }
+
+void ivs_forget_termination_wake_fd(void) { termination_wake_fd = -1; }

@@ -64,10 +64,17 @@ public final class Harness: @unchecked Sendable {
     /// Attaches a new device, plugs it in at 00:03.0 of its own platform and prepares it.
     public func join(name: String, options: AttachOptions = AttachOptions(), setup: PeerSetup = .ready) throws -> HarnessPeer {
         let link = try AttachedDevice.attach(socketPath: socketPath, options: options, tables: tables)
-        let peer = try HarnessPeer(name: name, link: link, trace: trace)
+        let peer: HarnessPeer
+        do { peer = try HarnessPeer(name: name, link: link, trace: trace) } catch {
+            link.close()
+            throw error
+        }
         trace.record(name, .lifecycle, detail: "joined as peer \(link.device.id) (profile \(options.profile))")
         peers.withLock { $0.append(peer) }
-        try peer.prepare(setup)
+        do { try peer.prepare(setup) } catch {
+            leave(peer)
+            throw error
+        }
         return peer
     }
 

@@ -96,7 +96,15 @@ public final class HarnessPeer: @unchecked Sendable {
     }
 
     /// A BAR access at `offset` through the platform's decode (I/O BARs through port I/O).
+    /// How many bytes BAR `index` decodes (the layout size for the Base Address range).
+    private func barSize(_ index: Int) -> UInt64 {
+        if index == 2 && !device.profile.sharedMemoryInBAR2 { return device.layout.geometry.totalSize }
+        return device.layout.bars.first { $0.index == index }?.size ?? 0
+    }
+
     public func barRead(_ index: Int, offset: UInt64, size: Int) -> UInt64 {
+        // Beyond the BAR nothing answers: all-ones, as on a bus (and no address overflow).
+        guard offset < barSize(index) else { return size >= 8 ? .max : (1 << UInt64(size * 8)) - 1 }
         guard let base = barBase(index) else { return device.barRead(index, offset: offset, size: size) }
         if device.layout.bars.first(where: { $0.index == index })?.kind == .io {
             return UInt64(pioRead(UInt16(truncatingIfNeeded: base + offset), size: size))
@@ -105,6 +113,7 @@ public final class HarnessPeer: @unchecked Sendable {
     }
 
     public func barWrite(_ index: Int, offset: UInt64, size: Int, value: UInt64) {
+        guard offset < barSize(index) else { return }
         guard let base = barBase(index) else {
             trace.record(name, .mmioWrite, address: offset, size: size, value: value, detail: "BAR\(index) (unassigned, direct)")
             device.barWrite(index, offset: offset, size: size, value: value)

@@ -29,7 +29,12 @@ public final class RawWireClient: @unchecked Sendable {
 
     deinit { close() }
 
+    private var closed = false
+
+    /// Idempotent: the socket number is closed once.
     public func close() {
+        guard !closed else { return }
+        closed = true
         for fd in pendingFDs { fd.closeQuietly() }
         pendingFDs.removeAll()
         socket.closeQuietly()

@@ -198,12 +198,14 @@ public enum ScriptParser {
         let v: UInt64?
         if text.hasPrefix("0x") || text.hasPrefix("0X") { v = UInt64(text.dropFirst(2), radix: 16) } else { v = UInt64(text) }
         guard let n = v else { throw fail(t, "'\(t.text)' is not a number (decimal, 0x hex, K/M/G suffix)") }
-        return n * scale
+        let (scaled, overflow) = n.multipliedReportingOverflow(by: scale)
+        guard !overflow else { throw fail(t, "'\(t.text)' does not fit in 64 bits") }
+        return scaled
     }
 
     static func seconds(_ t: Token, fail: (Token?, String) -> ScriptError) throws -> Double {
-        guard let v = Double(t.text.hasSuffix("s") ? String(t.text.dropLast()) : t.text), v >= 0 else {
-            throw fail(t, "'\(t.text)' is not a duration in seconds")
+        guard let v = Double(t.text.hasSuffix("s") ? String(t.text.dropLast()) : t.text), v.isFinite, v >= 0, v <= 3600 else {
+            throw fail(t, "'\(t.text)' is not a duration in seconds between 0 and 3600")
         }
         return v
     }
@@ -291,7 +293,9 @@ public enum ScriptParser {
         case "reset": return make(actor, .reset)
         case "ring":
             try need(2, "ring <peer> <vector>")
-            return make(actor, .ring(target: args[0].text, vector: try number(args[1], fail: fail)))
+            let vector = try number(args[1], fail: fail)
+            guard vector <= 0xFFFF else { throw fail(args[1], "a doorbell vector is 16 bits (REG-DB-1); \(vector) would spill into the target ID") }
+            return make(actor, .ring(target: args[0].text, vector: vector))
         case "state":
             try need(1, "state <value>")
             return make(actor, .state(try number(args[0], fail: fail)))
@@ -299,7 +303,10 @@ public enum ScriptParser {
             guard args.first?.text == "irq" else { throw fail(args.first ?? verb, "usage: \(actor) wait irq [vector=N] [timeout=S]") }
             let kv = try keyValues(args[1...], allowed: ["vector", "timeout", "pin", "address", "data"], fail: fail)
             func num(_ k: String) throws -> UInt64? { try kv[k].map { try number(Token(text: $0, column: verb.column), fail: fail) } }
-            let vector = try num("vector").map { Int($0) }
+            let vector = try num("vector").map { v -> Int in
+                guard v <= 0xFFFF else { throw fail(args[1], "vector \(v) is out of range (0…65535)") }
+                return Int(v)
+            }
             let timeout = try kv["timeout"].map { try seconds(Token(text: $0, column: verb.column), fail: fail) } ?? 5
             let pin = try num("pin").map { UInt8(truncatingIfNeeded: $0) }
             return make(actor, .waitIRQ(vector: vector, timeout: timeout, pin: pin, address: try num("address"), data: try num("data")))

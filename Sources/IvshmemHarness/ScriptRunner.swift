@@ -176,7 +176,8 @@ struct Session {
     /// Waits until every joined peer knows every other (the server's introductions are async).
     func converge(_ st: Script.Statement) throws {
         let ids = Set(peers.values.map(\.id))
-        let ok = peers.values.allSatisfy { p in p.link.waitForPeers(timeout: 5) { Set($0).isSuperset(of: ids) && $0.allSatisfy { ids.contains($0) || !p.link.isLinkUp } } }
+        // Every vector of every peer, not just vector 0: a script may ring any vector next.
+        let ok = peers.values.allSatisfy { p in p.link.waitForIntroductions(timeout: 5) { Set($0).isSuperset(of: ids) && $0.allSatisfy { ids.contains($0) || !p.link.isLinkUp } } }
         if !ok {
             throw fail(st, expected: "all peers to know each other (\(ids.sorted()))", actual: peers.map { "\($0.key) sees \($0.value.link.activePeers)" }.sorted().joined(separator: "; "))
         }

@@ -52,6 +52,10 @@ public struct DeviceConfiguration: Sendable, Equatable {
         self.checking = checking
     }
 
+    /// The largest section this model accepts (64 GiB): keeps every size computation far from
+    /// 64-bit overflow, whatever a table, a script or a server supplies.
+    public static let maxSectionSize: UInt64 = 1 << 36
+
     /// The shared-memory layout this configuration asks for.
     public func geometry() throws -> SharedMemoryGeometry {
         do {
@@ -79,6 +83,10 @@ public struct DeviceConfiguration: Sendable, Equatable {
             guard profile.allowsINTx else { throw fail("interrupts", "profile '\(profile.name)' has no INTx mode (DEV-CFG-7)") }
             guard (1...4).contains(pin) else { throw fail("interrupts", "INTx pin must be 1 (INTA#) to 4 (INTD#), got \(pin)") }
             guard vectors == 1 else { throw fail("vectors", "INTx mode has exactly one vector, got \(vectors)") }
+        }
+        for (name, v) in [("rwSectionSize", rwSectionSize), ("outputSectionSize", outputSectionSize), ("stateTableSize", stateTableSize ?? 0)]
+        where v > Self.maxSectionSize {
+            throw fail(name, "\(name) \(v) is larger than the \(Self.maxSectionSize >> 30) GiB this model supports")
         }
         if registerSpace == .io && !profile.allowsIORegisters {
             throw fail("registerSpace", "profile '\(profile.name)' has no I/O register region (DEV-CFG-7)")

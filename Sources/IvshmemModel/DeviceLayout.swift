@@ -120,9 +120,11 @@ public struct DeviceLayout: Sendable {
          "msixPBAOffsetBIR", "next"]
     }
 
+    /// The smallest power of two ≥ v (and ≥ minimum); sizes are capped well below 2^63 by
+    /// `DeviceConfiguration.validate`, so this cannot wrap.
     static func powerOfTwo(atLeast v: UInt64, minimum: UInt64) -> UInt64 {
         var s = minimum
-        while s < v { s <<= 1 }
+        while s < v && s < (1 << 62) { s <<= 1 }
         return s
     }
 }

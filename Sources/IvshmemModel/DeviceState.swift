@@ -16,7 +16,9 @@ struct DeviceState {
     init(layout: DeviceLayout, tables: SpecTables) throws {
         config = try ConfigSpace(layout: layout, tables: tables)
         let lookup = { (n: String) in layout.parameter(n) }
-        let regSize = Int(try tables.bar0Size.resolve(field: "bar0.size", lookup))
+        guard let regSize = Int(exactly: try tables.bar0Size.resolve(field: "bar0.size", lookup)) else {
+            throw SpecError.invalidValue(field: "bar0", key: "size", text: tables.bar0Size.description)
+        }
         guard regSize == Int(layout.registerRegionSize) || layout.configuration.registerSpace == .io else {
             throw SpecError.invalidValue(field: "bar0", key: "size", text: String(regSize))
         }
@@ -75,6 +77,8 @@ struct DeviceState {
     /// The ranges the device claims, recomputed whenever config space changes, so that
     /// address decode costs one lock, not one per BAR.
     var windows: [DecodeWindow] = []
+    /// Removed from its link: state writes no longer reach the shared state table.
+    var detached = false
     let interruptControlOffset: Int?
     let stateOffset: Int?
     var interruptControl: UInt64 { interruptControlOffset.map { registers.raw(offset: $0, size: 4) } ?? 0 }
@@ -131,7 +135,7 @@ struct DeviceState {
                 effects.append(.ring(target: dest, vector: vector, access: access))
             case "state":
                 let new = UInt32(truncatingIfNeeded: w.new)
-                memory.storeState(peer: peer, new)
+                if !detached { memory.storeState(peer: peer, new) }
                 if w.old != w.new { effects.append(.broadcastState) }
             default:
                 break
@@ -147,11 +151,11 @@ struct DeviceState {
             record("MSIX-TBL-4", "MSI-X read of \(size) bytes at 0x\(String(offset, radix: 16)): must be an aligned dword or qword", access, peer: peer)
             return 0
         }
-        if offset + UInt64(size) <= UInt64(layout.msixTableBytes) {
+        if offset <= UInt64(layout.msixTableBytes), UInt64(size) <= UInt64(layout.msixTableBytes) - offset {
             return msixTable.read(offset: Int(offset), size: size)
         }
         let pba = UInt64(layout.msixPBAOffset)
-        if offset >= pba, offset + UInt64(size) <= pba + UInt64(layout.msixPBABytes) {
+        if offset >= pba, offset - pba <= UInt64(layout.msixPBABytes), UInt64(size) <= UInt64(layout.msixPBABytes) - (offset - pba) {
             guard layout.profile.maskedEvents == .latch else {  // MSIX-PBA-1: there are no pending bits to rely on
                 record("MSIX-PBA-1", "PBA read: this device has no pending bits (always 0); derive event state from shared memory", access, peer: peer, kind: .ineffective)
                 return 0
@@ -173,13 +177,13 @@ struct DeviceState {
             record("MSIX-TBL-4", "MSI-X write of \(size) bytes at 0x\(String(offset, radix: 16)): must be an aligned dword or qword", access, peer: peer)
             return
         }
-        if offset + UInt64(size) <= UInt64(layout.msixTableBytes) {
+        if offset <= UInt64(layout.msixTableBytes), UInt64(size) <= UInt64(layout.msixTableBytes) - offset {
             _ = msixTable.write(offset: Int(offset), size: size, value: value)
             flushPending(layout: layout, effects: &effects)
             return
         }
         let pba = UInt64(layout.msixPBAOffset)
-        if offset >= pba, offset < pba + UInt64(layout.msixPBABytes) {
+        if offset >= pba, offset - pba < UInt64(layout.msixPBABytes) {
             record("MSIX-PBA-2", "write to the read-only Pending Bit Array ignored", access, peer: peer, kind: .ineffective)
             return
         }
@@ -258,7 +262,7 @@ struct DeviceState {
         msixTable.reset()
         for i in pending.indices { pending[i] = false }
         refreshWindows(layout: layout)
-        memory.storeState(peer: peer, 0)
+        if !detached { memory.storeState(peer: peer, 0) }
         if oldState != 0 { effects.append(.broadcastState) }
     }
 }

@@ -15,8 +15,12 @@ public final class IvshmemDevice: @unchecked Sendable {
     public var profile: Profile { layout.profile }
     public var id: UInt32 { layout.configuration.id }
 
-    private weak var linkStorage: (any PeerLink)?
-    private weak var sinkStorage: (any InterruptSink)?
+    /// Weak references read by the event-loop thread and written by others: behind a lock.
+    private struct Wiring {
+        weak var link: (any PeerLink)?
+        weak var sink: (any InterruptSink)?
+    }
+    private let wiring = Mutex(Wiring())
     private let state: Mutex<DeviceState>
     private let findingHandler: Mutex<(@Sendable (Finding) -> Void)?> = Mutex(nil)
 
@@ -36,19 +40,26 @@ public final class IvshmemDevice: @unchecked Sendable {
         var initial = try DeviceState(layout: layout, tables: tables)
         initial.refreshWindows(layout: layout)
         state = Mutex(initial)
-        linkStorage = link
+        wiring.withLock { $0.link = link }
     }
 
     // MARK: wiring
 
     public var link: (any PeerLink)? {
-        get { linkStorage }
-        set { linkStorage = newValue }
+        get { wiring.withLock { $0.link } }
+        set { wiring.withLock { $0.link = newValue } }
     }
     /// Receives MSI-X messages and INTx edges. Held weakly.
     public var interruptSink: (any InterruptSink)? {
-        get { sinkStorage }
-        set { sinkStorage = newValue }
+        get { wiring.withLock { $0.sink } }
+        set { wiring.withLock { $0.sink = newValue } }
+    }
+
+    /// Takes the device off its link for good (an in-process fabric removed it): its doorbells
+    /// and state writes reach nobody and no longer touch the state table (SHM-ST-5).
+    public func detach() {
+        wiring.withLock { $0.link = nil }
+        state.withLock { $0.detached = true }
     }
     /// Called for each finding as it is recorded (e.g. to stop on the first one).
     public func onFinding(_ handler: (@Sendable (Finding) -> Void)?) { findingHandler.withLock { $0 = handler } }
@@ -100,7 +111,7 @@ public final class IvshmemDevice: @unchecked Sendable {
     }
 
     static func validConfigAccess(offset: Int, size: Int) -> Bool {
-        [1, 2, 4].contains(size) && offset >= 0 && offset + size <= ConfigSpace.size && offset % size == 0
+        [1, 2, 4].contains(size) && offset >= 0 && offset <= ConfigSpace.size - size && offset % size == 0
     }
 
     /// Tells the device which PCI device number (slot) it was plugged into. Profiles whose
@@ -262,13 +273,14 @@ public final class IvshmemDevice: @unchecked Sendable {
     /// Runs `body` under the lock, then carries out the side effects it queued.
     private func perform<T>(_ body: (inout DeviceState, inout [Effect]) -> T) -> T {
         var effects: [Effect] = []
-        let (result, newFindings) = state.withLock { s -> (T, Int) in
+        let (result, newFindings) = state.withLock { s -> (T, ArraySlice<Finding>) in
             let before = s.findings.count
             let r = body(&s, &effects)
-            return (r, s.findings.count - before)
+            // Copied under the same lock: another thread's finding cannot shift this slice.
+            return (r, s.findings.count > before ? s.findings[before...] : [])
         }
-        if newFindings > 0, let handler = findingHandler.withLock({ $0 }) {
-            for f in state.withLock({ Array($0.findings.suffix(newFindings)) }) { handler(f) }
+        if !newFindings.isEmpty, let handler = findingHandler.withLock({ $0 }) {
+            for f in newFindings { handler(f) }
         }
         if !effects.isEmpty { run(effects) }
         return result
@@ -285,8 +297,8 @@ public final class IvshmemDevice: @unchecked Sendable {
                     perform { s, _ in s.record("REG-DB-5", "doorbell to peer \(target), which is not connected: no effect", access, peer: id, kind: .ineffective) }
                 case .noSuchVector(let n):
                     perform { s, _ in s.record("REG-DB-4", "doorbell to vector \(vector) of peer \(target), which has \(n) vector(s): no effect", access, peer: id, kind: .ineffective) }
-                case .linkDown:
-                    break
+                case .linkDown, .notYetAnnounced, .failed:
+                    break  // not the driver's doing: no finding
                 }
             case .broadcastState:
                 link?.broadcastStateChange(from: id)

@@ -19,7 +19,7 @@ public final class LocalFabric: PeerLink, @unchecked Sendable {
         probe.id = 0
         try probe.validate(profile: profile)
         geometry = try template.geometry()
-        sharedMemory = SharedMemory(allocating: Int(geometry.totalSize))
+        sharedMemory = try SharedMemory(allocating: Int(geometry.totalSize))
         self.template = template
         self.tables = tables
     }
@@ -72,7 +72,8 @@ public final class LocalFabric: PeerLink, @unchecked Sendable {
     /// Disconnects a device: its state entry becomes 0 (SHM-ST-3), then every remaining device
     /// hears of the departure (SRV-LEAVE-*, DEV-PEER-1).
     public func removeDevice(id: UInt32) {
-        guard devices.withLock({ $0.removeValue(forKey: id) }) != nil else { return }
+        guard let removed = devices.withLock({ $0.removeValue(forKey: id) }) else { return }
+        removed.detach()
         sharedMemory.storeState(peer: id, 0)
         for d in devices.withLock({ Array($0.values) }) { d.peerDeparted(id: id) }
     }

@@ -7,6 +7,11 @@ public enum DoorbellOutcome: Sendable, Equatable {
     case noSuchVector(targetVectors: Int)
     /// The link to the other peers is down (server gone).
     case linkDown
+    /// The target is active but its eventfd for this vector has not arrived yet: the event is
+    /// lost, and it is not the driver's fault (no finding).
+    case notYetAnnounced
+    /// Signalling the target failed (its eventfd is unusable).
+    case failed(String)
 }
 
 /// How a device reaches the other peers. The model calls it for doorbells and state-change

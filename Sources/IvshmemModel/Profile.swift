@@ -98,7 +98,10 @@ public struct Profile: Sendable, Equatable {
         allowsIORegisters = p.ioRegisters
         if let off = p.msixPBAOffset, let size = p.msixBARSize {
             let o = try number(off, "msixPBAOffset"), sz = try number(size, "msixBARSize")
-            guard sz.nonzeroBitCount == 1, o < sz else {
+            // The PBA for the profile's largest table must fit the BAR, be 8-byte aligned (its
+            // low bits carry the BIR), and BAR1 is a 32-bit BAR.
+            let pbaBytes = UInt64((p.maxVectors + 63) / 64 * 8)
+            guard sz.nonzeroBitCount == 1, sz <= 1 << 32, o % 8 == 0, o >= UInt64(p.maxVectors * 16), o <= sz, pbaBytes <= sz - o else {
                 throw SpecError.invalidValue(field: "profile \(name)", key: "msixBARSize", text: size)
             }
             fixedMSIXBAR = (Int(o), sz)

@@ -58,7 +58,7 @@ public struct RegisterBlock: Sendable {
 
     /// Adds a field; fails if it leaves the block or overlaps another field.
     public mutating func add(_ f: ResolvedField) throws {
-        guard f.offset >= 0, f.offset + f.width <= size else {
+        guard f.offset >= 0, f.width <= size, f.offset <= size - f.width else {
             throw SpecError.overlap("'\(f.name)' at 0x\(String(f.offset, radix: 16)) width \(f.width) leaves the \(size)-byte block")
         }
         for i in f.range where fieldIndex[i] >= 0 {

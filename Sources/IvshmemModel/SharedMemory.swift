@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import IvshmemSpec
 import CIvshmemShim
 
@@ -16,14 +19,19 @@ public final class SharedMemory: @unchecked Sendable {
         self.release = nil
     }
 
-    /// Zeroed, page-aligned process memory: the in-process fabric's shared memory.
-    public init(allocating size: Int) {
-        let p = UnsafeMutableRawPointer.allocate(byteCount: max(size, 1), alignment: 4096)
-        p.initializeMemory(as: UInt8.self, repeating: 0, count: max(size, 1))
-        base = p
+    /// Zeroed, page-aligned process memory: the in-process fabric's shared memory. Throws when
+    /// the process cannot have that much (calloc zeroes large blocks lazily, so a big layout
+    /// that is never touched costs nothing).
+    public init(allocating size: Int) throws {
+        guard size >= 0, size <= Int.max - 4096, let raw = calloc(1, size + 4096) else {
+            throw DeviceConfigurationError(parameter: "sharedMemory", message: "cannot allocate \(size) bytes of shared memory")
+        }
+        let aligned = UnsafeMutableRawPointer(bitPattern: (Int(bitPattern: raw) + 4095) & ~4095)!
+        base = aligned
         self.size = size
         owner = nil
-        release = { p, _ in p.deallocate() }
+        let address = Int(bitPattern: raw)  // a plain integer crosses the @Sendable boundary
+        release = { _, _ in free(UnsafeMutableRawPointer(bitPattern: address)) }
     }
 
     deinit { release?(base, size) }

@@ -78,7 +78,9 @@ public final class InterruptLog: @unchecked Sendable {
     /// Waits until an interrupt with sequence ≥ `after` matching `predicate` is logged, or
     /// `timeout` seconds pass (nil then).
     public func wait(after: Int = 0, timeout: Double, where predicate: (InterruptRecord) -> Bool = { _ in true }) -> InterruptRecord? {
-        let deadline = Self.now() + UInt64(max(timeout, 0) * 1e9)
+        // Clamp: a non-finite or huge timeout must not trap the conversion (a day is plenty).
+        let seconds = timeout.isFinite ? min(max(timeout, 0), 86_400) : 86_400
+        let deadline = Self.now() + UInt64(seconds * 1e9)
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
         var scanned = after

@@ -49,7 +49,17 @@ public final class Epoll {
         tokenBuffer = Array(repeating: 0, count: capacity)
     }
 
-    deinit { fd.closeQuietly() }
+    private var closed = false
+
+    /// Closes the epoll descriptor once; later calls (and deinit) do nothing, so its number is
+    /// never closed twice after the kernel reused it.
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        fd.closeQuietly()
+    }
+
+    deinit { close() }
 
     /// `EPOLL_CTL_ADD`.
     public func add(_ target: FileDescriptor, events: Events, token: UInt64) throws {

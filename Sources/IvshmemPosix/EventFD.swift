@@ -46,12 +46,17 @@ public struct EventFD: Hashable, Sendable {
     /// epoll already reported readable (one syscall instead of two). nil on `EAGAIN`.
     public func tryConsume() throws -> UInt64? {
         var value: UInt64 = 0
+        let n: Int
         do {
-            _ = try retryingSystemCall("read(eventfd)", detail: fd.description) {
+            n = try retryingSystemCall("read(eventfd)", detail: fd.description) {
                 Glibc.read(fd.rawValue, &value, MemoryLayout<UInt64>.size)
             }
         } catch let error as SystemCallError where error.errno == .wouldBlock {
             return nil
+        }
+        // An eventfd always yields exactly 8 bytes; anything else is some other descriptor.
+        guard n == MemoryLayout<UInt64>.size else {
+            throw SystemCallError(call: "read(eventfd)", errno: .invalidArgument, detail: "\(fd): read \(n) bytes, not 8: not an eventfd")
         }
         return value
     }

@@ -102,3 +102,22 @@ extension FileSystem {
         return names
     }
 }
+
+/// An advisory exclusive lock on a file (flock), held for as long as the descriptor is open.
+public enum FileLock {
+    /// Opens (creating, mode 0600) and locks `path` without waiting. nil when another process
+    /// holds the lock.
+    public static func tryExclusive(path: String) throws -> FileDescriptor? {
+        let fd = try FileDescriptor.open(path, flags: O_CREAT | O_RDWR | O_CLOEXEC, mode: 0o600)
+        do {
+            _ = try retryingSystemCall("flock(LOCK_EX|LOCK_NB)", detail: path) { flock(fd.rawValue, LOCK_EX | LOCK_NB) }
+            return fd
+        } catch let e as SystemCallError where e.errno == .wouldBlock {
+            fd.closeQuietly()
+            return nil
+        } catch {
+            fd.closeQuietly()
+            throw error
+        }
+    }
+}

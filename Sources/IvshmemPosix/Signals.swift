@@ -23,6 +23,10 @@ public enum Signals {
         _ = try retryingSystemCall("sigaction(SIGTERM/SIGINT/SIGHUP)") { ivs_install_termination_handler(wake.fd.rawValue) }
     }
 
+    /// Makes the termination handler stop writing to its wake fd; call before closing that fd,
+    /// whose number the kernel may hand out again.
+    public static func forgetTerminationWake() { ivs_forget_termination_wake_fd() }
+
     /// Whether a termination signal arrived since ``installTerminationHandler(wake:)``.
     public static var terminationRequested: Bool { ivs_termination_requested() != 0 }
 

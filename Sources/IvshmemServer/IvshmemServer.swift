@@ -22,6 +22,9 @@ public final class IvshmemServer: @unchecked Sendable {
 
     let sharedMemory: ServerSharedMemory
     let listener: FileDescriptor
+    /// Held while the server runs: tells a second server the socket is taken (SRV-SOCK-1).
+    private let socketLock: FileDescriptor
+    private let socketLockPath: String
     let epoll: Epoll
     /// Written by ``stop()`` and by the termination signal handler.
     let wake: EventFD
@@ -76,10 +79,15 @@ public final class IvshmemServer: @unchecked Sendable {
             epoll = try Epoll(maxEventsPerWait: 64)
             wake = try EventFD.create(nonBlocking: true)
             cleanup.append { [wake] in wake.close() }
-            listener = try ListeningSocket.open(path: configuration.socketPath, mode: configuration.mode, backlog: configuration.backlog, logger: logger)
-            cleanup.append { [listener, path = configuration.socketPath] in
-                listener.closeQuietly()
+            let bound = try ListeningSocket.open(path: configuration.socketPath, mode: configuration.mode, backlog: configuration.backlog, logger: logger)
+            listener = bound.listener
+            socketLock = bound.lock
+            socketLockPath = bound.lockPath
+            cleanup.append { [bound, path = configuration.socketPath] in
+                bound.listener.closeQuietly()
                 try? FileSystem.unlinkIfPresent(path)
+                try? FileSystem.unlinkIfPresent(bound.lockPath)
+                bound.lock.closeQuietly()
             }
             try epoll.add(listener, events: .readable, token: Self.listenerToken)
             try epoll.add(wake.fd, events: .readable, token: Self.wakeToken)
@@ -231,11 +239,14 @@ public final class IvshmemServer: @unchecked Sendable {
         peersBySerial.removeAll()
         listener.closeQuietly()
         try? FileSystem.unlinkIfPresent(configuration.socketPath)
+        try? FileSystem.unlinkIfPresent(socketLockPath)
+        socketLock.closeQuietly()
         if let name = sharedMemory.posixName {
             do { try SharedMemory.unlinkNamed(name) } catch {
                 logger.warning("could not unlink shared memory", metadata: ["name": "\(name)", "error": "\(error)"])
             }
         }
+        Signals.forgetTerminationWake()
         wake.close()
         spareDescriptor?.closeQuietly()
         spareDescriptor = nil

@@ -35,6 +35,8 @@ public struct RegisterField: Sendable, Equatable, Codable {
         guard let off = SpecValue.parseNumber(offsetText) else {
             throw SpecError.invalidValue(field: name, key: "offset", text: offsetText)
         }
+        // Register blocks are at most a few KiB; anything larger is a table error, not a trap.
+        guard off <= 0xFFFF else { throw SpecError.invalidValue(field: name, key: "offset", text: offsetText) }
         offset = Int(off)
         width = try c.decode(Int.self, forKey: .width)
         guard [1, 2, 4, 8].contains(width) else {

@@ -114,8 +114,7 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
             let epoll: Epoll
             let wake: EventFD
             do {
-                epoll = try Epoll()
-                keep.append(epoll.fd)
+                epoll = try Epoll()  // closes itself if attach fails
                 wake = try EventFD.create(nonBlocking: true)
                 keep.append(wake.fd)
                 try socket.setNonBlocking(true)
@@ -126,7 +125,11 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
             }
             let attached = AttachedDevice(device: device, info: info, socketPath: socketPath, socket: socket, epoll: epoll, wake: wake, waitMode: options.waitMode)
             device.link = attached
-            attached.start()
+            do { try attached.start() } catch let e as SystemCallError {
+                keep.removeAll()  // the link owns them now and closes them once
+                attached.releaseResourcesAfterFailedStart()
+                throw AttachError.system(e, during: "starting the event loop")
+            }
             return attached
         } catch {
             for fd in keep { fd.closeQuietly() }
@@ -146,8 +149,13 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
 
     deinit { close() }
 
-    private func start() {
-        thread = EventLoopThread(name: "ivshmem2-peer-\(device.id)") { [self] in self.runLoop() }
+    private func start() throws {
+        thread = try EventLoopThread(name: "ivshmem2-peer-\(device.id)") { [self] in self.runLoop() }
+    }
+
+    fileprivate func releaseResourcesAfterFailedStart() {
+        state.withLock { $0.closed = true }
+        releaseResources()
     }
 
     /// Detaches: the server sees the hang-up and announces our departure to the others. Closes
@@ -160,8 +168,18 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
         }
         guard first else { return }
         try? wake.signal()
-        if let t = thread, !t.isCurrent { t.join() }
+        if let t = thread, t.isCurrent {
+            // Called from an interrupt or link-event handler on the loop thread: the loop
+            // releases everything when it returns, after this handler.
+            return
+        }
+        thread?.join()
         thread = nil
+        releaseResources()
+    }
+
+    /// Closes every descriptor the link holds. Runs once, after the event loop stopped.
+    private func releaseResources() {
         state.withLock { s in
             for fds in s.peers.values { for e in fds { e.close() } }
             s.peers.removeAll()
@@ -170,7 +188,7 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
         }
         socket.closeQuietly()
         wake.close()
-        epoll.fd.closeQuietly()
+        epoll.close()
     }
 
     // MARK: observing the link
@@ -183,6 +201,22 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
 
     /// Peers whose vector-0 eventfd is known (the own ID included once its eventfds arrived).
     public var activePeers: [UInt32] { state.withLock { $0.peers.filter { !$0.value.isEmpty }.keys.sorted() } }
+
+    /// Peers whose eventfds for every vector are known: fully introduced (WIRE-SEQ-2, -3).
+    public var introducedPeers: [UInt32] {
+        let v = device.configuration.vectors
+        return state.withLock { $0.peers.filter { $0.value.count >= v }.keys.sorted() }
+    }
+
+    /// Waits until `predicate` holds for the fully introduced peers, or `timeout` seconds pass.
+    public func waitForIntroductions(timeout: Double, _ predicate: ([UInt32]) -> Bool) -> Bool {
+        let deadline = Monotonic.now() + timeout
+        while Monotonic.now() < deadline {
+            if predicate(introducedPeers) { return true }
+            Monotonic.sleep(seconds: 0.001)
+        }
+        return predicate(introducedPeers)
+    }
 
     /// Waits until `predicate` holds for the active peers, or `timeout` seconds pass.
     public func waitForPeers(timeout: Double, _ predicate: ([UInt32]) -> Bool) -> Bool {
@@ -200,8 +234,10 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
         state.withLock { s in
             guard s.linkUp || s.peers[target] != nil else { return .linkDown }
             guard let fds = s.peers[target], !fds.isEmpty else { return .inactiveTarget }
-            guard Int(vector) < fds.count else { return .noSuchVector(targetVectors: fds.count) }
-            try? fds[Int(vector)].signal()
+            let vectors = device.configuration.vectors  // every peer has V vectors (IRQ-VEC-1)
+            guard Int(vector) < vectors else { return .noSuchVector(targetVectors: vectors) }
+            guard Int(vector) < fds.count else { return .notYetAnnounced }
+            do { try fds[Int(vector)].signal() } catch { return .failed("\(error)") }
             return .delivered
         }
     }
@@ -219,6 +255,10 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
     // MARK: event loop
 
     private func runLoop() {
+        defer {
+            // close() called from a handler on this thread left the teardown to us.
+            if state.withLock({ $0.closed }), thread?.isCurrent == true { releaseResources() }
+        }
         while !state.withLock({ $0.closed }) {
             if case .spinThenBlock(let us) = waitMode {
                 spin(microseconds: us)
@@ -234,6 +274,7 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
     }
 
     private func dispatch(_ token: UInt64, _ events: Epoll.Events) {
+        if state.withLock({ $0.closed }) { return }  // a handler closed the link in this batch
         switch token {
         case Self.wakeToken: _ = try? wake.consume()
         case Self.socketToken: serviceSocket(events)
@@ -276,12 +317,20 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
             guard let own = s.peers[device.id], vector < own.count else { return nil }
             return own[vector]
         }
-        guard let fd, let count = try? fd.tryConsume(), count > 0 else { return }
-        device.receiveEvent(vector: vector)
+        guard let fd else { return }
+        do {
+            guard let count = try fd.tryConsume(), count > 0 else { return }
+            device.receiveEvent(vector: vector)
+        } catch {
+            // Not an eventfd after all (a hostile server's pipe or socket at end of file): stop
+            // watching it rather than spinning on a descriptor that stays readable.
+            try? epoll.remove(fd.fd)
+            report(.protocolError("own eventfd for vector \(vector) is unusable (\(error)); no longer watched"))
+        }
     }
 
     private func serviceSocket(_ events: Epoll.Events) {
-        while true {
+        while !state.withLock({ $0.closed }) {
             let wanted = state.withLock { $0.reader.bytesWanted }
             let m: ReceivedMessage
             do {

@@ -10,10 +10,12 @@ struct BlockingMessageRead {
     var body: [UInt8]
     var fds: [FileDescriptor]
 
-    static func read(from socket: FileDescriptor, during what: String, maxLength: UInt32 = WireConstants.maxMessageLength) throws -> BlockingMessageRead {
+    static func read(from socket: FileDescriptor, during what: String, maxLength: UInt32 = WireConstants.maxMessageLength,
+                     timeout: Double = 10) throws -> BlockingMessageRead {
+        let deadline = Monotonic.now() + timeout
         var fds: [FileDescriptor] = []
         do {
-            let head = try readExactly(socket, WireConstants.headerSize, fds: &fds, during: what)
+            let head = try readExactly(socket, WireConstants.headerSize, fds: &fds, during: what, deadline: deadline)
             let header: MessageHeader
             do { header = try MessageHeader(parsing: head) } catch { throw AttachError.wire(error, during: what) }
             guard header.length >= UInt32(WireConstants.headerSize) else {
@@ -22,7 +24,7 @@ struct BlockingMessageRead {
             guard header.length <= maxLength else {
                 throw AttachError.wire(.lengthTooLarge(type: header.type, length: header.length, limit: maxLength), during: what)
             }
-            let body = try readExactly(socket, header.bodyLength, fds: &fds, during: what)
+            let body = try readExactly(socket, header.bodyLength, fds: &fds, during: what, deadline: deadline)
             return BlockingMessageRead(header: header, body: body, fds: fds)
         } catch {
             for fd in fds { fd.closeQuietly() }
@@ -30,10 +32,18 @@ struct BlockingMessageRead {
         }
     }
 
-    private static func readExactly(_ socket: FileDescriptor, _ count: Int, fds: inout [FileDescriptor], during what: String) throws -> [UInt8] {
+    private static func readExactly(_ socket: FileDescriptor, _ count: Int, fds: inout [FileDescriptor], during what: String, deadline: Double) throws -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(count)
         while out.count < count {
+            // A socket that accepts but never speaks (a stuck server, not an ivshmem server)
+            // must not hang the caller.
+            let left = deadline - Monotonic.now()
+            let ready: Bool
+            do { ready = left > 0 ? try socket.waitReadable(timeoutMilliseconds: Int32(min(left, 60) * 1000) + 1) : false } catch let e as SystemCallError {
+                throw AttachError.system(e, during: what)
+            }
+            guard ready else { throw AttachError.timeout(during: what) }
             let m: ReceivedMessage
             do { m = try UnixSocket.receiveMessage(on: socket, maxBytes: count - out.count, maxFDs: 4) } catch let e as SystemCallError {
                 throw AttachError.system(e, during: what)

@@ -20,7 +20,7 @@ struct BulkCopyBench {
         let largest = sizes.max() ?? 0
         let configuration = DeviceConfiguration(maxPeers: 2, vectors: 1, rwSectionSize: UInt64(largest) * 2)
         let geometry = try configuration.geometry()
-        let memory = IvshmemModel.SharedMemory(allocating: Int(geometry.totalSize))
+        let memory = try IvshmemModel.SharedMemory(allocating: Int(geometry.totalSize))
         let device = try IvshmemDevice(configuration: configuration, sharedMemory: memory, link: nil)
         let offset = geometry.rwSectionOffset
         let shared = memory.base + Int(offset)

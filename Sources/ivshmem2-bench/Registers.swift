@@ -18,7 +18,7 @@ struct RegisterBench {
     func run() throws -> [RegisterResult] {
         let configuration = DeviceConfiguration(maxPeers: 2, vectors: 2)
         let geometry = try configuration.geometry()
-        let memory = IvshmemModel.SharedMemory(allocating: Int(geometry.totalSize))
+        let memory = try IvshmemModel.SharedMemory(allocating: Int(geometry.totalSize))
         let device = try IvshmemDevice(configuration: configuration, sharedMemory: memory, link: nil)
         let platform = PCIPlatform()
         let bdf = try BDF(device: 3)

@@ -104,6 +104,7 @@ final class PeerSession: @unchecked Sendable {
             writeStdout("ok: state 0x\(String(v, radix: 16))\n")
         case "wait":
             let t = args.first.flatMap(Double.init) ?? 5
+            guard t.isFinite, t >= 0, t <= 3600 else { return usage("wait [seconds between 0 and 3600]") }
             if let r = platform.interrupts.wait(after: seen, timeout: t) {
                 seen = r.sequence + 1
                 writeStdout("waited: \(r.kind == .intx(pin: 1) ? "intx" : "vector \(vectorOf(r))")\n")
@@ -155,7 +156,7 @@ final class PeerSession: @unchecked Sendable {
             guard let p = UInt32(args[0]) else { _ = usage("int <peer> <vector|all>"); return }
             if args[1] == "all" {
                 for v in 0..<d.configuration.vectors { ringOne(p, UInt32(v)) }
-            } else if let v = UInt32(args[1]) {
+            } else if let v = UInt32(args[1]), v <= 0xFFFF {
                 let before = d.findings.count
                 ringOne(p, v)
                 for f in d.findings.dropFirst(before) { writeStdout("finding: \(f)\n") }

@@ -198,7 +198,7 @@ struct ResetAndConstructionTests {
     func badID() throws {
         for (id, n) in [(UInt32(2), UInt32(2)), (5, 4), (65536, 65536)] {
             let config = makeConfig(id: id, maxPeers: n, rw: 0)
-            let mem = SharedMemory(allocating: 0x40000)
+            let mem = try SharedMemory(allocating: 0x40000)
             let e = #expect(throws: DeviceConfigurationError.self) { try IvshmemDevice(configuration: config, sharedMemory: mem, link: nil) }
             #expect(e?.parameter == "id", "id \(id) N \(n)")
         }
