@@ -10,8 +10,12 @@ struct DeviceState {
     var findings: [Finding] = []
     var stats = InterruptStatistics()
     let checking: Bool
-    let vendorCapOffset: Int
-    let msixCapOffset: Int?
+    /// Where the hooked config fields sit, found by hook name in the tables (so that a spec
+    /// change moving them moves the behaviour too).
+    let privilegedControlOffset: Int?
+    let msixControlOffset: Int?
+    /// Offset of Vector Control within a 16-byte MSI-X table entry.
+    let vectorControlOffset: Int
 
     init(layout: DeviceLayout, tables: SpecTables) throws {
         config = try ConfigSpace(layout: layout, tables: tables)
@@ -40,8 +44,12 @@ struct DeviceState {
         msixTable = try RegisterBlock(size: layout.msixTableBytes, fields: entries)
         pending = Array(repeating: false, count: vectorCount)
         checking = layout.configuration.checking
-        vendorCapOffset = layout.capabilities.first { $0.kind == .vendor }?.offset ?? 0
-        msixCapOffset = layout.capabilities.first { $0.kind == .msix }?.offset
+        privilegedControlOffset = config.block.field(hook: "privilegedControl")?.offset
+        msixControlOffset = config.block.field(hook: "msixControl")?.offset
+        vectorControlOffset = tables.msixTableEntry.first { $0.hook == "vectorControl" }?.offset ?? 12
+        for f in config.block.fields where f.hook != nil && !["privilegedControl", "msixControl"].contains(f.hook!) {
+            throw SpecError.unknownHook(field: f.name, name: f.hook!)
+        }
     }
 
     /// Recomputes `windows` from Command and the BARs.
@@ -68,11 +76,11 @@ struct DeviceState {
     // MARK: derived register values
 
     var command: UInt16 { UInt16(truncatingIfNeeded: config.block.raw(offset: 0x04, size: 2)) }
-    var oneShot: Bool { config.block.raw(offset: vendorCapOffset + 3, size: 1) & 1 != 0 }
-    var msixControl: UInt16 { msixCapOffset.map { UInt16(truncatingIfNeeded: config.block.raw(offset: $0 + 2, size: 2)) } ?? 0 }
+    var oneShot: Bool { privilegedControlOffset.map { config.block.raw(offset: $0, size: 1) & 1 != 0 } ?? false }
+    var msixControl: UInt16 { msixControlOffset.map { UInt16(truncatingIfNeeded: config.block.raw(offset: $0, size: 2)) } ?? 0 }
     var msixEnabled: Bool { msixControl & 0x8000 != 0 }
     var msixFunctionMasked: Bool { msixControl & 0x4000 != 0 }
-    func vectorMasked(_ v: Int) -> Bool { msixTable.raw(offset: v * 16 + 12, size: 4) & 1 != 0 }
+    func vectorMasked(_ v: Int) -> Bool { msixTable.raw(offset: v * 16 + vectorControlOffset, size: 4) & 1 != 0 }
     /// Offsets of the hooked BAR0 registers, resolved once from the tables (hot path).
     /// The ranges the device claims, recomputed whenever config space changes, so that
     /// address decode costs one lock, not one per BAR.
@@ -257,7 +265,7 @@ struct DeviceState {
         let keepOneShot = layout.profile.oneShotSurvivesReset ? oneShot : false
         let oldState = stateOffset.map { registers.raw(offset: $0, size: 4) } ?? 0
         config.block.reset()
-        if keepOneShot { config.block.setRaw(offset: vendorCapOffset + 3, size: 1, value: 1) }
+        if keepOneShot, let pc = privilegedControlOffset { config.block.setRaw(offset: pc, size: 1, value: 1) }
         registers.reset()
         msixTable.reset()
         for i in pending.indices { pending[i] = false }

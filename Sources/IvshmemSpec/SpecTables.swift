@@ -58,12 +58,20 @@ public struct SpecTables: Sendable, Equatable {
         msixCapability = m.capability
         msixCapabilityID = try Self.byte(m.capabilityID, "msix.json", "capabilityID")
         msixTableEntry = m.tableEntry
+        for (file, fields, id) in [("vendor-capability.json", v.fields, vendorCapabilityID), ("msix.json", m.capability, msixCapabilityID)] {
+            guard let idField = fields.first(where: { $0.offset == 0 && $0.width == 1 }), idField.reset == .literal(UInt64(id)) else {
+                throw SpecError.malformed(file: file, detail: "the capability's byte at offset 0 must reset to capabilityID 0x\(String(id, radix: 16))")
+            }
+        }
         pbaRequirement = m.pba.req
         bar0 = b.registers
         bar0Size = try SpecValue(text: b.size, field: "bar0", key: "size")
         sections = s.sections
         guard let ps = SpecValue.parseNumber(s.pageSize), ps > 0, ps & (ps - 1) == 0 else {
             throw SpecError.invalidValue(field: "shared-memory", key: "pageSize", text: s.pageSize)
+        }
+        guard ps == SharedMemoryGeometry.pageSize else {
+            throw SpecError.invalidValue(field: "shared-memory", key: "pageSize (only 0x1000 is supported)", text: s.pageSize)
         }
         pageSize = ps
         profiles = p.profiles

@@ -202,6 +202,9 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
     /// Peers whose vector-0 eventfd is known (the own ID included once its eventfds arrived).
     public var activePeers: [UInt32] { state.withLock { $0.peers.filter { !$0.value.isEmpty }.keys.sorted() } }
 
+    /// The eventfds this link holds for `peer`, in vector order (diagnostics and tests).
+    public func heldEventFDs(peer: UInt32) -> [FileDescriptor] { state.withLock { ($0.peers[peer] ?? []).map(\.fd) } }
+
     /// Peers whose eventfds for every vector are known: fully introduced (WIRE-SEQ-2, -3).
     public var introducedPeers: [UInt32] {
         let v = device.configuration.vectors

@@ -63,7 +63,8 @@ import Testing
         c.device.writeRegister(0x10, 7)
         #expect(a.waitForVector(0) != nil)
         let mark = a.platform.interrupts.count
-        let fdsBefore = FileDescriptor.openCount()
+        let held = a.link.heldEventFDs(peer: 1)
+        #expect(held.count == 2, "a holds c's eventfds for both vectors")
         c.close()
         #expect(eventually { a.link.linkEvents.contains(.peerLeft(1)) })
         #expect(a.waitForVector(0, after: mark) != nil, "the RFC device rings its own vector 0 on PEER_GONE")
@@ -71,8 +72,9 @@ import Testing
         #expect(!a.link.isActive(1))
         a.ring(peer: 1, vector: 0)
         #expect(a.device.findings.last?.requirement == "REG-DB-5")
-        // c's socket, epoll, wake fd and eventfds are gone, and a closed its 2 eventfds for c
-        #expect(FileDescriptor.openCount() < fdsBefore)
+        // a closed exactly the eventfds it held for c (DEV-PEER-1): their numbers are free now
+        #expect(a.link.heldEventFDs(peer: 1).isEmpty)
+        for fd in held { #expect(throws: (any Error).self) { try fd.isCloseOnExec() } }
     }
 
     @Test("DEV-PEER-3, SRV-ID-1: a reused ID is announced again from vector 0 and reachable")
