@@ -50,68 +50,29 @@ final class FDWireClient: @unchecked Sendable {
         var rawBytes: [UInt8] { le32(header.type) + le32(header.length) + body }
         var typeName: String { header.messageType.map { "\($0)" } ?? "type \(header.type)" }
     }
-    let socket: FileDescriptor
-    private var reader = MessageReader()
-    private var pending: [FileDescriptor] = []
-    private var startedWithFDs = false
-    private var atMessageStart = true
-    private var lateFDs = false
-    private(set) var closedByServer = false
+    private let client: RawWireClient
+    var socket: FileDescriptor { client.socket }
+    var closedByServer: Bool { client.closedByServer }
     /// Every fd received and not yet closed (closed by `close()`).
     private(set) var kept: [FileDescriptor] = []
 
     init(path: String) throws {
-        socket = try UnixSocket.connect(path: path)
-        try socket.setNonBlocking(true)
+        client = try RawWireClient(name: "check", socketPath: path, trace: TraceRecorder())
     }
 
     deinit { close() }
 
     func close() {
-        for fd in kept + pending { fd.closeQuietly() }
+        for fd in kept { fd.closeQuietly() }
         kept.removeAll()
-        pending.removeAll()
-        socket.closeQuietly()
+        client.close()
     }
 
     /// The next message within `timeout`, nil on timeout or end of file (`closedByServer`).
     func next(timeout: Double = 5) throws -> Message? {
-        let deadline = Monotonic.now() + timeout
-        while true {
-            let m: ReceivedMessage
-            do {
-                m = try UnixSocket.receiveMessage(on: socket, maxBytes: max(reader.bytesWanted, 1), maxFDs: 8)
-            } catch let e as SystemCallError where e.errno == .wouldBlock {
-                let left = deadline - Monotonic.now()
-                if left <= 0 { return nil }
-                _ = try socket.waitReadable(timeoutMilliseconds: Int32(max(1, min(left, 1) * 1000)))
-                continue
-            } catch let e as SystemCallError where e.errno == .connectionReset {
-                closedByServer = true
-                return nil
-            }
-            if m.bytes.isEmpty {
-                for fd in m.fds { fd.closeQuietly() }
-                closedByServer = true
-                return nil
-            }
-            if atMessageStart {
-                startedWithFDs = !m.fds.isEmpty
-                atMessageStart = false
-            } else if !m.fds.isEmpty {
-                lateFDs = true
-            }
-            pending += m.fds
-            if let frame = try reader.consume(m.bytes) {
-                let msg = Message(header: frame.header, body: frame.body, fds: pending, fdsWithFirstByte: !lateFDs)
-                kept += pending
-                pending = []
-                atMessageStart = true
-                lateFDs = false
-                _ = startedWithFDs
-                return msg
-            }
-        }
+        guard let f = try client.nextFrame(timeout: timeout) else { return nil }
+        kept += f.fds
+        return Message(header: f.header, body: f.body, fds: f.fds, fdsWithFirstByte: f.fdsWithFirstByte)
     }
 
     /// The next message decoded (`initial`: as the first message of a connection).
@@ -160,7 +121,7 @@ final class FDWireClient: @unchecked Sendable {
         try MemoryMapping(fd: fd, size: try fd.size())
     }
 
-    func send(_ bytes: [UInt8]) throws { _ = try UnixSocket.sendMessage(on: socket, bytes: bytes) }
+    func send(_ bytes: [UInt8]) throws { try client.send(bytes) }
 
     /// Closes the fds kept so far; the connection stays.
     func closeKept() {

@@ -5,7 +5,8 @@ import IvshmemWire
 /// for checking a server (ours or the reference one) in scripts and the conformance suite.
 public final class RawWireClient: @unchecked Sendable {
     public let name: String
-    private let socket: FileDescriptor
+    /// The connection (for checks that act on the socket itself, e.g. shutdown).
+    public let socket: FileDescriptor
     private var reader = MessageReader()
     private var pendingFDs: [FileDescriptor] = []
     private(set) public var closedByServer = false
@@ -40,9 +41,21 @@ public final class RawWireClient: @unchecked Sendable {
         socket.closeQuietly()
     }
 
-    /// The next complete message within `timeout` seconds; nil on timeout or when the server
-    /// closed the connection (`closedByServer` tells which). Received fds are closed after counting.
-    public func next(timeout: Double) throws -> Received? {
+    /// One message as it arrived: header, body, the descriptors that came with it (the caller
+    /// owns them), and whether they all came with the message's first byte (WIRE-GEN-3).
+    public struct Frame: Sendable {
+        public var header: MessageHeader
+        public var body: [UInt8]
+        public var fds: [FileDescriptor]
+        public var fdsWithFirstByte: Bool
+    }
+
+    private var atMessageStart = true
+    private var lateFDs = false
+
+    /// The next complete message within `timeout` seconds, undecoded; nil on timeout or when the
+    /// server closed the connection (`closedByServer` tells which).
+    public func nextFrame(timeout: Double) throws -> Frame? {
         let deadline = Monotonic.now() + timeout
         while true {
             let m: ReceivedMessage
@@ -63,18 +76,31 @@ public final class RawWireClient: @unchecked Sendable {
                 trace.record(name, .wire, detail: "server closed the connection")
                 return nil
             }
+            if !atMessageStart && !m.fds.isEmpty { lateFDs = true }
+            atMessageStart = false
             pendingFDs += m.fds
             if let frame = try reader.consume(m.bytes) {
-                let fds = pendingFDs
-                pendingFDs.removeAll()
-                for fd in fds { fd.closeQuietly() }
-                let msg = try frame.decode(initial: first)
-                first = false
-                let r = Received(message: msg, fdCount: fds.count)
-                trace.record(name, .wire, detail: "received \(r)")
-                return r
+                defer {
+                    pendingFDs.removeAll()
+                    atMessageStart = true
+                    lateFDs = false
+                }
+                return Frame(header: frame.header, body: frame.body, fds: pendingFDs, fdsWithFirstByte: !lateFDs)
             }
         }
+    }
+
+    /// The next complete message within `timeout` seconds, decoded; nil on timeout or when the
+    /// server closed the connection (`closedByServer` tells which). Received fds are closed
+    /// after counting.
+    public func next(timeout: Double) throws -> Received? {
+        guard let f = try nextFrame(timeout: timeout) else { return nil }
+        for fd in f.fds { fd.closeQuietly() }
+        let msg = try MessageReader.Frame(header: f.header, body: f.body).decode(initial: first)
+        first = false
+        let r = Received(message: msg, fdCount: f.fds.count)
+        trace.record(name, .wire, detail: "received \(r)")
+        return r
     }
 
     /// Sends raw bytes (any data from a peer makes the server drop it: SRV-GONE-1).

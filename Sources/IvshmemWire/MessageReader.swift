@@ -18,6 +18,11 @@ public struct MessageReader: Sendable {
         public var header: MessageHeader
         public var body: [UInt8]
 
+        public init(header: MessageHeader, body: [UInt8]) {
+            self.header = header
+            self.body = body
+        }
+
         /// Decodes it: INIT for a connection's first frame, otherwise EVENT_FD / PEER_GONE.
         public func decode(initial: Bool) throws(WireError) -> WireMessage {
             if initial { return .initial(try WireMessage.decodeInitial(header: header, body: body)) }
