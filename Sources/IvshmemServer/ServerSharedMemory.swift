@@ -30,7 +30,11 @@ final class ServerSharedMemory {
         }
         descriptor = OwnedDescriptor(fd)
         let tableSize = Int(geometry.stateTableSize)
-        stateTable = try MemoryMapping(fd: fd, size: tableSize, offset: 0, writable: true)
+        do { stateTable = try MemoryMapping(fd: fd, size: tableSize, offset: 0, writable: true) } catch {
+            // Like a shutdown, a failed start leaves no named object behind (SRV-SIG-1).
+            if let name = posixName { try? SharedMemory.unlinkNamed(name) }
+            throw error
+        }
         entryCount = tableSize / 4
         stateTable.base.initializeMemory(as: UInt8.self, repeating: 0, count: tableSize)
         ivs_full_fence()
