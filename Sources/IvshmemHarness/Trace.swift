@@ -1,3 +1,4 @@
+import Foundation
 import IvshmemPosix
 import Synchronization
 
@@ -53,36 +54,20 @@ public final class TraceRecorder: Sendable {
     public func last(_ n: Int) -> [TraceEvent] { events.withLock { Array($0.suffix(n)) } }
     public var count: Int { events.withLock { $0.count } }
 
-    /// The trace as JSON lines (one object per event).
-    public func jsonLines() -> String { all.map(Self.line).joined() }
-
     /// One event as a JSON line (with the newline).
     public static func line(_ e: TraceEvent) -> String {
-        do {
-            var fields = ["\"time\":\(format6(e.time))", "\"peer\":\(jsonString(e.peer))", "\"kind\":\"\(e.kind.rawValue)\""]
-            if let a = e.address { fields.append("\"address\":\(a)") }
-            if let s = e.size { fields.append("\"size\":\(s)") }
-            if let v = e.value { fields.append("\"value\":\(v)") }
-            if let d = e.detail { fields.append("\"detail\":\(jsonString(d))") }
-            if let r = e.requirement { fields.append("\"requirement\":\(jsonString(r))") }
-            return "{" + fields.joined(separator: ",") + "}\n"
-        }
+        var fields = ["\"time\":\(format6(e.time))", "\"peer\":\(jsonString(e.peer))", "\"kind\":\"\(e.kind.rawValue)\""]
+        if let a = e.address { fields.append("\"address\":\(a)") }
+        if let s = e.size { fields.append("\"size\":\(s)") }
+        if let v = e.value { fields.append("\"value\":\(v)") }
+        if let d = e.detail { fields.append("\"detail\":\(jsonString(d))") }
+        if let r = e.requirement { fields.append("\"requirement\":\(jsonString(r))") }
+        return "{" + fields.joined(separator: ",") + "}\n"
     }
 }
 
-/// A JSON string literal.
+/// A JSON string literal (Foundation does the escaping).
 public func jsonString(_ s: String) -> String {
-    var out = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case _ where u.value < 0x20: out += "\\u" + String(repeating: "0", count: 4 - String(u.value, radix: 16).count) + String(u.value, radix: 16)
-        default: out.unicodeScalars.append(u)
-        }
-    }
-    return out + "\""
+    guard let data = try? JSONSerialization.data(withJSONObject: s, options: [.fragmentsAllowed, .withoutEscapingSlashes]) else { return "\"\"" }
+    return String(decoding: data, as: UTF8.self)
 }

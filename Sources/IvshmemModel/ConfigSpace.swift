@@ -33,8 +33,4 @@ public struct ConfigSpace: Sendable {
     }
 
     public func read(offset: Int, size: Int) -> UInt32 { UInt32(truncatingIfNeeded: block.read(offset: offset, size: size)) }
-
-    public func offset(of kind: Profile.CapabilityKind, in layout: DeviceLayout) -> Int? {
-        layout.capabilities.first { $0.kind == kind }?.offset
-    }
 }

@@ -112,14 +112,6 @@ public struct DeviceLayout: Sendable {
 
     /// The value of a table @parameter, or nil when the tables name one the model lacks.
     public func parameter(_ name: String) -> UInt64? { parameters[name] }
-    public static var parameterNames: [String] {
-        ["id", "maxPeers", "protocolLow", "protocolHigh", "commandWritable", "subsystemVendorID", "subsystemID",
-         "capabilityPointer", "interruptPin", "bar0Type", "bar0Writable", "bar1Type", "bar1Writable", "bar2Type",
-         "bar2WritableLow", "bar2WritableHigh", "registerRegionSize", "vendorCapabilityLength", "stateTableSize",
-         "rwSectionSize", "outputSectionSize", "baseAddress", "msixTableSizeField", "msixTableOffsetBIR",
-         "msixPBAOffsetBIR", "next"]
-    }
-
     /// The smallest power of two ≥ v (and ≥ minimum); sizes are capped well below 2^63 by
     /// `DeviceConfiguration.validate`, so this cannot wrap.
     static func powerOfTwo(atLeast v: UInt64, minimum: UInt64) -> UInt64 {

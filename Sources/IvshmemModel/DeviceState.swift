@@ -52,6 +52,16 @@ struct DeviceState {
         }
     }
 
+    /// The address software programmed into `bar` (type bits stripped; 64-bit BARs joined).
+    func programmedBase(_ bar: BARInfo) -> UInt64 {
+        let lo = config.block.raw(offset: 0x10 + 4 * bar.index, size: 4)
+        switch bar.kind {
+        case .io: return lo & ~0x3
+        case .memory32: return lo & ~0xF
+        case .memory64Prefetchable: return (lo & ~0xF) | config.block.raw(offset: 0x14 + 4 * bar.index, size: 4) << 32
+        }
+    }
+
     /// Recomputes `windows` from Command and the BARs.
     mutating func refreshWindows(layout: DeviceLayout) {
         var w: [DecodeWindow] = []
@@ -61,13 +71,7 @@ struct DeviceState {
         for bar in layout.bars {
             let enabled = bar.kind == .io ? command & 0x1 != 0 : command & 0x2 != 0
             guard enabled else { continue }
-            let lo = config.block.raw(offset: 0x10 + 4 * bar.index, size: 4)
-            let base: UInt64
-            switch bar.kind {
-            case .io: base = lo & ~0x3
-            case .memory32: base = lo & ~0xF
-            case .memory64Prefetchable: base = (lo & ~0xF) | config.block.raw(offset: 0x14 + 4 * bar.index, size: 4) << 32
-            }
+            let base = programmedBase(bar)
             if base != 0 { w.append(DecodeWindow(bar: bar.index, base: base, size: bar.size, isIO: bar.kind == .io)) }
         }
         windows = w

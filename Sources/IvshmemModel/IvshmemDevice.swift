@@ -131,7 +131,6 @@ public final class IvshmemDevice: @unchecked Sendable {
     /// The ranges this device claims now (one lock). CFG-CMD-7, CFG-CMD-8
     public var decodeWindows: [DecodeWindow] { state.withLock { $0.windows } }
 
-    public var commandRegister: UInt16 { UInt16(truncatingIfNeeded: configRead(offset: 0x04, size: 2)) }
     public var memoryDecodeEnabled: Bool { state.withLock { $0.command & 0x2 != 0 } }
     public var ioDecodeEnabled: Bool { state.withLock { $0.command & 0x1 != 0 } }
     public var busMasterEnabled: Bool { state.withLock { $0.command & 0x4 != 0 } }
@@ -140,14 +139,7 @@ public final class IvshmemDevice: @unchecked Sendable {
     /// BAR is not implemented.
     public func programmedAddress(bar index: Int) -> UInt64? {
         guard let info = layout.bars.first(where: { $0.index == index }) else { return nil }
-        return state.withLock { s in
-            let lo = s.config.block.raw(offset: 0x10 + 4 * index, size: 4)
-            switch info.kind {
-            case .io: return lo & ~0x3
-            case .memory32: return lo & ~0xF
-            case .memory64Prefetchable: return (lo & ~0xF) | (s.config.block.raw(offset: 0x14 + 4 * index, size: 4) << 32)
-            }
-        }
+        return state.withLock { $0.programmedBase(info) }
     }
 
     // MARK: BAR accesses (after the platform decoded the address)

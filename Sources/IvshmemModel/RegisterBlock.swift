@@ -163,12 +163,8 @@ public struct RegisterBlock: Sendable {
         return fields[Int(fieldIndex[offset])]
     }
 
-    public func field(named name: String) -> ResolvedField? { fields.first { $0.name == name } }
     public func field(hook: String) -> ResolvedField? { fields.first { $0.hook == hook } }
 
-    /// The reset image, for comparing a model against its tables.
-    public var resetImage: [UInt8] { resetBytes }
-    public var image: [UInt8] { bytes }
 }
 
 extension ResolvedField {

@@ -14,9 +14,8 @@ public final class PCIPlatform: InterruptSink, @unchecked Sendable {
     public let interrupts = InterruptLog()
 
     private struct State {
-        var slots: [BDF: IvshmemDevice] = [:]
-        /// `slots` in BDF order, kept up to date by add/remove: the decode paths walk it on
-        /// every access and must not sort or allocate.
+        /// Plugged devices in BDF order: the decode paths walk it on every access, so it is kept
+        /// sorted by add/remove rather than sorted per access.
         var ordered: [(bdf: BDF, device: IvshmemDevice)] = []
         var cf8: UInt32 = 0
     }
@@ -29,9 +28,9 @@ public final class PCIPlatform: InterruptSink, @unchecked Sendable {
     /// Plugs `device` in at `bdf`; the platform becomes its interrupt sink.
     public func add(_ device: IvshmemDevice, at bdf: BDF) throws {
         try state.withLock { s in
-            guard s.slots[bdf] == nil else { throw PlatformError.slotOccupied(bdf) }
-            s.slots[bdf] = device
-            s.ordered = s.slots.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+            guard !s.ordered.contains(where: { $0.bdf == bdf }) else { throw PlatformError.slotOccupied(bdf) }
+            let at = s.ordered.firstIndex { $0.bdf > bdf } ?? s.ordered.count
+            s.ordered.insert((bdf, device), at: at)
         }
         device.interruptSink = self
         device.plugged(intoSlot: bdf.device)
@@ -39,8 +38,8 @@ public final class PCIPlatform: InterruptSink, @unchecked Sendable {
 
     public func remove(at bdf: BDF) {
         let d = state.withLock { s -> IvshmemDevice? in
-            defer { s.ordered = s.slots.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
-            return s.slots.removeValue(forKey: bdf)
+            guard let i = s.ordered.firstIndex(where: { $0.bdf == bdf }) else { return nil }
+            return s.ordered.remove(at: i).device
         }
         if d?.interruptSink === self { d?.interruptSink = nil }
     }
