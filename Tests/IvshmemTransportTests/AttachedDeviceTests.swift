@@ -9,19 +9,14 @@ import Testing
 @Suite(.serialized) struct AttachedDeviceTests {
     @Test("WIRE-CLI-12, WIRE-CLI-13, REG-DB-3: a doorbell travels as an eventfd write and arrives as the target's MSI-X message")
     func doorbellAcrossServer() throws {
-        let server = try TestServer()
-        defer { server.stop() }
-        let a = try DrivenDevice(AttachedDevice.attach(socketPath: server.path))
-        let b = try DrivenDevice(AttachedDevice.attach(socketPath: server.path))
-        defer { a.link.close(); b.link.close() }
-        #expect(a.device.id == 0 && b.device.id == 1)
-        #expect(a.link.waitForPeers(timeout: 10) { $0 == [0, 1] })
-        #expect(b.link.waitForPeers(timeout: 10) { $0 == [0, 1] })
-        a.ring(peer: 1, vector: 1)
-        let r = try #require(b.waitForVector(1))
-        #expect(r.kind == .msix(vector: 1, address: 0xFEE0_0000, data: 0x41))
-        b.ring(peer: 0, vector: 0)
-        #expect(a.waitForVector(0) != nil)
+        try withTwoDrivenPeers { a, b in
+            #expect(a.device.id == 0 && b.device.id == 1)
+            a.ring(peer: 1, vector: 1)
+            let r = try #require(b.waitForVector(1))
+            #expect(r.kind == .msix(vector: 1, address: 0xFEE0_0000, data: 0x41))
+            b.ring(peer: 0, vector: 0)
+            #expect(a.waitForVector(0) != nil)
+        }
     }
 
     @Test("DEV-PEER-5: a peer joining raises no event at the others")
@@ -39,17 +34,13 @@ import Testing
 
     @Test("IRQ-STATE-1, REG-ST-5: a state write is in the table before the others' vector-0 interrupt")
     func stateChangeAcrossServer() throws {
-        let server = try TestServer()
-        defer { server.stop() }
-        let a = try DrivenDevice(AttachedDevice.attach(socketPath: server.path))
-        let b = try DrivenDevice(AttachedDevice.attach(socketPath: server.path))
-        defer { a.link.close(); b.link.close() }
-        #expect(a.link.waitForPeers(timeout: 10) { $0 == [0, 1] } && b.link.waitForPeers(timeout: 10) { $0 == [0, 1] })
-        let seen = Mutex<UInt32?>(nil)
-        b.platform.interrupts.addHandler { _ in seen.withLock { $0 = b.device.stateTableEntry(0) } }
-        a.device.writeRegister(0x10, 0xA1)
-        #expect(b.waitForVector(0) != nil)
-        #expect(seen.withLock { $0 } == 0xA1)
+        try withTwoDrivenPeers { a, b in
+            let seen = Mutex<UInt32?>(nil)
+            b.platform.interrupts.addHandler { _ in seen.withLock { $0 = b.device.stateTableEntry(0) } }
+            a.device.writeRegister(0x10, 0xA1)
+            #expect(b.waitForVector(0) != nil)
+            #expect(seen.withLock { $0 } == 0xA1)
+        }
     }
 
     @Test("DEV-PEER-1, DEV-PEER-2, SHM-ST-5: a departure closes the peer's eventfds, zeroes its entry and rings our vector 0")
@@ -115,12 +106,10 @@ import Testing
 
     @Test("IRQ-COAL-2: events that pile up on one eventfd before the device services it give one delivery")
     func coalescing() throws {
-        let server = try TestServer()
-        defer { server.stop() }
-        let a = try DrivenDevice(AttachedDevice.attach(socketPath: server.path))
-        let b = try DrivenDevice(AttachedDevice.attach(socketPath: server.path))
-        defer { a.link.close(); b.link.close() }
-        #expect(a.link.waitForPeers(timeout: 10) { $0 == [0, 1] } && b.link.waitForPeers(timeout: 10) { $0 == [0, 1] })
+        try withTwoDrivenPeers { a, b in try coalescing(a, b) }
+    }
+
+    private func coalescing(_ a: DrivenDevice, _ b: DrivenDevice) throws {
         // B's event loop is held inside its first interrupt handler while A rings five more times.
         let gate = DispatchSemaphore(value: 0)
         let entered = DispatchSemaphore(value: 0)

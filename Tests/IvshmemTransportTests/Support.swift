@@ -89,3 +89,16 @@ struct DrivenDevice {
 
     func ring(peer: UInt32, vector: UInt32) { device.writeRegister(0x0C, peer << 16 | vector) }
 }
+
+/// An embedded server and two driven devices (IDs 0 and 1) that hold each other's eventfds for
+/// every vector, closed and stopped when `body` returns.
+func withTwoDrivenPeers(_ body: (DrivenDevice, DrivenDevice) throws -> Void) throws {
+    let server = try TestServer()
+    defer { server.stop() }
+    let a = try DrivenDevice(AttachedDevice.attach(socketPath: server.path))
+    defer { a.link.close() }
+    let b = try DrivenDevice(AttachedDevice.attach(socketPath: server.path))
+    defer { b.link.close() }
+    try #require(a.link.waitForIntroductions(timeout: 10) { $0 == [0, 1] } && b.link.waitForIntroductions(timeout: 10) { $0 == [0, 1] })
+    try body(a, b)
+}
