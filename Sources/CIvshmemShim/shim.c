@@ -8,6 +8,9 @@
 #include <sys/socket.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <pthread.h>
 
 int ivs_epoll_wait(int epfd, uint32_t *events, uint64_t *data, int max, int timeout_ms) {
     struct epoll_event evs[64];
@@ -87,3 +90,62 @@ int ivs_restore_default_signals(void) {
 }
 
 void ivs_forget_termination_wake_fd(void) { termination_wake_fd = -1; }
+
+int ivs_get_seals(int fd) { return fcntl(fd, F_GET_SEALS); }
+
+/* Guarded shared-memory accesses. A thread inside one of the calls below publishes where to
+ * resume in `guard_resume`; the SIGBUS handler jumps there. The handler is installed once,
+ * with SA_NODEFER so that SIGBUS is not left blocked after the jump (sigsetjmp with savemask
+ * 0 does not restore the mask, and saving it would cost a system call per access). */
+static __thread sigjmp_buf *volatile guard_resume;
+static struct sigaction guard_previous;
+static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+
+static void guard_on_sigbus(int sig, siginfo_t *info, void *context) {
+    sigjmp_buf *resume = guard_resume;
+    if (resume) {
+        guard_resume = NULL;
+        siglongjmp(*resume, 1);
+    }
+    /* Not one of ours: hand it on, or fall back to the default action (the faulting
+     * instruction runs again and the process ends as it would have without us). */
+    if ((guard_previous.sa_flags & SA_SIGINFO) && guard_previous.sa_sigaction) {
+        guard_previous.sa_sigaction(sig, info, context);
+    } else if (guard_previous.sa_handler != SIG_DFL && guard_previous.sa_handler != SIG_IGN) {
+        guard_previous.sa_handler(sig);
+    } else {
+        signal(SIGBUS, SIG_DFL);
+    }
+}
+
+static void guard_install(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = guard_on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &guard_previous);
+}
+
+#define GUARDED(body)                                  \
+    do {                                               \
+        pthread_once(&guard_once, guard_install);      \
+        sigjmp_buf resume;                             \
+        if (sigsetjmp(resume, 0)) return -1;           \
+        guard_resume = &resume;                        \
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);       \
+        body;                                          \
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);       \
+        guard_resume = NULL;                           \
+        return 0;                                      \
+    } while (0)
+
+int ivs_guarded_copy(void *dst, const void *src, size_t n) { GUARDED(memcpy(dst, src, n)); }
+
+int ivs_guarded_load32_acquire(const void *p, uint32_t *out) {
+    GUARDED(*out = __atomic_load_n((const uint32_t *)p, __ATOMIC_ACQUIRE));
+}
+
+int ivs_guarded_store32_release(void *p, uint32_t v) {
+    GUARDED(__atomic_store_n((uint32_t *)p, v, __ATOMIC_RELEASE); __atomic_thread_fence(__ATOMIC_SEQ_CST));
+}

@@ -161,7 +161,11 @@ extension ivshmem2_finding {
         var out = ivshmem2_finding()
         withUnsafeMutableBytes(of: &out.requirement) { copyCString(f.requirement, into: $0) }
         withUnsafeMutableBytes(of: &out.message) { copyCString(f.message, into: $0) }
-        out.kind = Int32(f.kind == .ineffective ? IVSHMEM2_FINDING_INEFFECTIVE : IVSHMEM2_FINDING_VIOLATION)
+        switch f.kind {
+        case .violation: out.kind = Int32(IVSHMEM2_FINDING_VIOLATION)
+        case .ineffective: out.kind = Int32(IVSHMEM2_FINDING_INEFFECTIVE)
+        case .environment: out.kind = Int32(IVSHMEM2_FINDING_ENVIRONMENT)
+        }
         out.peer = f.peer
         if let a = f.access {
             switch a.space {

@@ -159,7 +159,8 @@ struct Session {
     /// `--strict`: any finding not yet consumed fails the case at this statement.
     func failOnNewFindings(_ st: Script.Statement) throws {
         for (name, p) in peers.sorted(by: { $0.key < $1.key }) {
-            let new = p.findings.dropFirst(findingCursor[name] ?? 0)
+            // Environment findings (what a peer or the server did) are not the driver's fault.
+            let new = p.device.findings(since: findingCursor[name] ?? 0).filter { $0.kind != .environment }
             if let f = new.first {
                 throw fail(st, expected: "no finding (--strict: the first finding is fatal, as Jailhouse stops the cell)", actual: "\(name): \(f)")
             }
@@ -265,7 +266,7 @@ struct Session {
                 found = p.waitForInterrupt(vector: vector, after: cursor, timeout: timeout)
             }
             guard let r = found else {
-                let seen = p.platform.interrupts.all.dropFirst(cursor).map(\.description)
+                let seen = p.platform.interrupts.since(cursor).map(\.description)
                 let what = pin.map { " on INTx pin \($0)" } ?? vector.map { " on vector \($0)" } ?? ""
                 throw fail(st, expected: "an interrupt\(what) within \(timeout) s",
                            actual: seen.isEmpty ? "none" : "only: " + seen.joined(separator: "; "))
@@ -286,14 +287,14 @@ struct Session {
         case .expectFinding(let id):
             let p = try peer(st)
             let cursor = findingCursor[p.name] ?? 0
-            let new = Array(p.findings.dropFirst(cursor))
+            let new = p.device.findings(since: cursor)
             guard let i = new.firstIndex(where: { $0.requirement == id }) else {
                 throw fail(st, expected: "a finding \(id)", actual: new.isEmpty ? "no new findings" : new.map(\.description).joined(separator: "; "))
             }
             findingCursor[p.name] = cursor + i + 1
         case .expectNoFindings:
             let p = try peer(st)
-            let new = p.findings.dropFirst(findingCursor[p.name] ?? 0)
+            let new = p.device.findings(since: findingCursor[p.name] ?? 0).filter { $0.kind != .environment }
             if !new.isEmpty { throw fail(st, expected: "no findings", actual: new.map(\.description).joined(separator: "; ")) }
         case .expectPeers(let ids):
             let p = try peer(st)

@@ -7,7 +7,9 @@ struct DeviceState {
     var registers: RegisterBlock
     var msixTable: RegisterBlock
     var pending: [Bool]
-    var findings: [Finding] = []
+    /// Bounded: a driver (or a peer) that provokes findings in a loop costs fixed memory.
+    var findings = BoundedLog<Finding>(capacity: DeviceState.findingCapacity)
+    static let findingCapacity = 10_000
     var stats = InterruptStatistics()
     let checking: Bool
     /// Where the hooked config fields sit, found by hook name in the tables (so that a spec
@@ -147,7 +149,9 @@ struct DeviceState {
                 effects.append(.ring(target: dest, vector: vector, access: access))
             case "state":
                 let new = UInt32(truncatingIfNeeded: w.new)
-                if !detached { memory.storeState(peer: peer, new) }
+                if !detached && !memory.storeState(peer: peer, new) {
+                    record("SHM-SIZE-1", "the State Table is gone (the shared memory shrank under the device): State 0x\(String(new, radix: 16)) not published", access, peer: peer, kind: .environment)
+                }
                 if w.old != w.new { effects.append(.broadcastState) }
             default:
                 break

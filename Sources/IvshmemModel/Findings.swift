@@ -39,8 +39,10 @@ public struct Access: Sendable, Equatable, CustomStringConvertible {
 /// device's configuration has `checking` on.
 public struct Finding: Sendable, Equatable, CustomStringConvertible {
     /// spec/ivshmem2.md §0: an access the spec forbids, or one it allows but defines to have no
-    /// effect (a driver bug all the same).
-    public enum Kind: String, Sendable { case violation, ineffective }
+    /// effect (a driver bug all the same); or something another peer or the server did that
+    /// the device survived but the driver should know about (an eventfd that could not be
+    /// signalled, shared memory that can shrink under the device): not the driver's fault.
+    public enum Kind: String, Sendable { case violation, ineffective, environment }
     public var kind: Kind = .violation
     public var requirement: String
     public var message: String
@@ -48,6 +50,6 @@ public struct Finding: Sendable, Equatable, CustomStringConvertible {
     public var peer: UInt32
 
     public var description: String {
-        "[\(requirement)\(kind == .ineffective ? ", ineffective" : "")] peer \(peer): \(message)" + (access.map { " (\($0))" } ?? "")
+        "[\(requirement)\(kind == .violation ? "" : ", \(kind.rawValue)")] peer \(peer): \(message)" + (access.map { " (\($0))" } ?? "")
     }
 }

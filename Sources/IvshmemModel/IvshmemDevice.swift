@@ -64,8 +64,21 @@ public final class IvshmemDevice: @unchecked Sendable {
     /// Called for each finding as it is recorded (e.g. to stop on the first one).
     public func onFinding(_ handler: (@Sendable (Finding) -> Void)?) { findingHandler.withLock { $0 = handler } }
 
-    public var findings: [Finding] { state.withLock { $0.findings } }
+    /// The findings kept (the newest ``DeviceState/findingCapacity``), oldest first.
+    public var findings: [Finding] { state.withLock { $0.findings.elements } }
+    /// Every finding ever recorded, kept or not: a position for ``findings(since:)``.
+    public var findingCount: Int { state.withLock { $0.findings.total } }
+    /// Findings recorded at positions `position` and later (see ``findingCount``).
+    public func findings(since position: Int) -> [Finding] { state.withLock { $0.findings.elements(since: position) } }
+    /// Findings dropped to keep memory bounded.
+    public var droppedFindings: Int { state.withLock { $0.findings.dropped } }
     public func clearFindings() { state.withLock { $0.findings.removeAll() } }
+
+    /// Records something a peer or the server did to this device (``Finding/Kind/environment``):
+    /// the link calls it, e.g. for a state-change signal it had to drop (WIRE-CLI-21).
+    public func recordEnvironmentFinding(_ requirement: String, _ message: String) {
+        perform { s, _ in s.record(requirement, message, nil, peer: id, kind: .environment) }
+    }
     public var statistics: InterruptStatistics { state.withLock { $0.stats } }
 
     // MARK: config space
@@ -180,8 +193,10 @@ public final class IvshmemDevice: @unchecked Sendable {
         if offset <= layout.geometry.totalSize, n <= layout.geometry.totalSize - offset,
             sharedMemoryLayout.denial(offset: offset, length: n, write: false) == nil
         {
-            buffer.baseAddress!.copyMemory(from: sharedMemory.base + Int(offset), byteCount: buffer.count)
-            return true
+            if sharedMemory.read(offset: Int(offset), into: buffer) { return true }
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            recordShrunk(offset: offset, size: Int(n), write: false)
+            return false
         }
         buffer.initializeMemory(as: UInt8.self, repeating: 0)
         recordOutside(offset: offset, size: Int(n), write: false, value: nil)
@@ -207,8 +222,9 @@ public final class IvshmemDevice: @unchecked Sendable {
                 }
                 return false
             }
-            (sharedMemory.base + Int(offset)).copyMemory(from: buffer.baseAddress!, byteCount: buffer.count)
-            return true
+            if sharedMemory.write(offset: Int(offset), from: buffer) { return true }
+            recordShrunk(offset: offset, size: Int(n), write: true)
+            return false
         }
         recordOutside(offset: offset, size: Int(n), write: true, value: nil)
         return false
@@ -222,6 +238,15 @@ public final class IvshmemDevice: @unchecked Sendable {
 
     public func sharedMemoryStore(offset: UInt64, size: Int, value: UInt64) {
         withUnsafeBytes(of: value) { _ = sharedMemoryWrite(offset: offset, from: UnsafeRawBufferPointer(rebasing: $0[0..<min(size, 8)])) }
+    }
+
+    /// SHM-SIZE-1: the backing shrank under the device (another process truncated an unsealed
+    /// object): the access failed cleanly. Not the driver's doing.
+    private func recordShrunk(offset: UInt64, size: Int, write: Bool) {
+        perform { s, _ in
+            s.record("SHM-SIZE-1", "shared memory at 0x\(String(offset, radix: 16)) is gone: the backing object shrank below the \(layout.geometry.totalSize) bytes it had at attach; the access failed",
+                     Access(space: .sharedMemory, offset: offset, size: size, isWrite: write), peer: id, kind: .environment)
+        }
     }
 
     /// Peer `peer`'s entry in the state table (SHM-ST-2).
@@ -265,11 +290,11 @@ public final class IvshmemDevice: @unchecked Sendable {
     /// Runs `body` under the lock, then carries out the side effects it queued.
     private func perform<T>(_ body: (inout DeviceState, inout [Effect]) -> T) -> T {
         var effects: [Effect] = []
-        let (result, newFindings) = state.withLock { s -> (T, ArraySlice<Finding>) in
-            let before = s.findings.count
+        let (result, newFindings) = state.withLock { s -> (T, [Finding]) in
+            let before = s.findings.total
             let r = body(&s, &effects)
             // Copied under the same lock: another thread's finding cannot shift this slice.
-            return (r, s.findings.count > before ? s.findings[before...] : [])
+            return (r, s.findings.total > before ? s.findings.elements(since: before) : [])
         }
         if !newFindings.isEmpty, let handler = findingHandler.withLock({ $0 }) {
             for f in newFindings { handler(f) }
@@ -289,7 +314,10 @@ public final class IvshmemDevice: @unchecked Sendable {
                     perform { s, _ in s.record("REG-DB-5", "doorbell to peer \(target), which is not connected: no effect", access, peer: id, kind: .ineffective) }
                 case .noSuchVector(let n):
                     perform { s, _ in s.record("REG-DB-4", "doorbell to vector \(vector) of peer \(target), which has \(n) vector(s): no effect", access, peer: id, kind: .ineffective) }
-                case .linkDown, .notYetAnnounced, .failed:
+                case .dropped(let why), .failed(let why):
+                    // Another peer's doing, not the driver's; the driver should still know.
+                    perform { s, _ in s.record("WIRE-CLI-21", "doorbell to peer \(target) vector \(vector) dropped: \(why)", access, peer: id, kind: .environment) }
+                case .linkDown, .notYetAnnounced:
                     break  // not the driver's doing: no finding
                 }
             case .broadcastState:

@@ -10,6 +10,9 @@ public enum DoorbellOutcome: Sendable, Equatable {
     /// The target is active but its eventfd for this vector has not arrived yet: the event is
     /// lost, and it is not the driver's fault (no finding).
     case notYetAnnounced
+    /// The target's eventfd could not take the signal without blocking (its counter is full:
+    /// the peer stopped reading): the doorbell is dropped, never waited for (WIRE-CLI-21).
+    case dropped(String)
     /// Signalling the target failed (its eventfd is unusable).
     case failed(String)
 }

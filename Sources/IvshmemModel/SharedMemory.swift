@@ -3,20 +3,60 @@ import Glibc
 #endif
 import IvshmemSpec
 import CIvshmemShim
+import Synchronization
 
 /// A mapped shared-memory region. The model never maps memory itself: an in-process fabric
 /// allocates it, a socket transport maps the server's fd; `owner` keeps that backing alive.
+///
+/// Memory whose size is not sealed can be shrunk by another process after it was mapped; a
+/// plain access to the lost pages would end this process with SIGBUS. Such memory is
+/// `guarded`: every access goes through a C helper that catches the fault and reports it as a
+/// failed access instead (SHM-SIZE-1).
 public final class SharedMemory: @unchecked Sendable {
     public let base: UnsafeMutableRawPointer
     public let size: Int
+    /// Accesses catch SIGBUS (the backing may shrink under us).
+    public let guarded: Bool
     private let owner: AnyObject?
     private let release: (@Sendable (UnsafeMutableRawPointer, Int) -> Void)?
+    private let faults = Atomic<Int>(0)
 
-    public init(base: UnsafeMutableRawPointer, size: Int, owner: AnyObject?) {
+    public init(base: UnsafeMutableRawPointer, size: Int, owner: AnyObject?, guarded: Bool = false) {
         self.base = base
         self.size = size
         self.owner = owner
+        self.guarded = guarded
         self.release = nil
+    }
+
+    /// Accesses that failed because the backing shrank (SHM-SIZE-1).
+    public var faultCount: Int { faults.load(ordering: .relaxed) }
+
+    /// Copies `buffer.count` bytes from `offset` (the caller checked the range against `size`);
+    /// false when the pages are gone.
+    public func read(offset: Int, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        guard let dst = buffer.baseAddress, buffer.count > 0 else { return true }
+        guard guarded else {
+            dst.copyMemory(from: base + offset, byteCount: buffer.count)
+            return true
+        }
+        return check(ivs_guarded_copy(dst, base + offset, buffer.count))
+    }
+
+    /// Copies `buffer` to `offset` (range checked by the caller); false when the pages are gone.
+    public func write(offset: Int, from buffer: UnsafeRawBufferPointer) -> Bool {
+        guard let src = buffer.baseAddress, buffer.count > 0 else { return true }
+        guard guarded else {
+            (base + offset).copyMemory(from: src, byteCount: buffer.count)
+            return true
+        }
+        return check(ivs_guarded_copy(base + offset, src, buffer.count))
+    }
+
+    private func check(_ rc: Int32) -> Bool {
+        if rc == 0 { return true }
+        faults.add(1, ordering: .relaxed)
+        return false
     }
 
     /// Zeroed, page-aligned process memory: the in-process fabric's shared memory. Throws when
@@ -29,6 +69,7 @@ public final class SharedMemory: @unchecked Sendable {
         let aligned = UnsafeMutableRawPointer(bitPattern: (Int(bitPattern: raw) + 4095) & ~4095)!
         base = aligned
         self.size = size
+        guarded = false
         owner = nil
         let address = Int(bitPattern: raw)  // a plain integer crosses the @Sendable boundary
         release = { _, _ in free(UnsafeMutableRawPointer(bitPattern: address)) }
@@ -38,10 +79,22 @@ public final class SharedMemory: @unchecked Sendable {
 
     /// State-table entries are read and written with acquire/release ordering (SHM-ST-*):
     /// a peer that sees the new state after its interrupt also sees what was written before it.
-    public func loadState(peer: UInt32) -> UInt32 { ivs_load32_acquire(base + Int(peer) * 4) }
-    public func storeState(peer: UInt32, _ value: UInt32) {
-        ivs_store32_release(base + Int(peer) * 4, value)
-        ivs_full_fence()
+    /// A lost page reads 0.
+    public func loadState(peer: UInt32) -> UInt32 {
+        guard guarded else { return ivs_load32_acquire(base + Int(peer) * 4) }
+        var v: UInt32 = 0
+        return check(ivs_guarded_load32_acquire(base + Int(peer) * 4, &v)) ? v : 0
+    }
+
+    /// False when the page is gone (the store is lost).
+    @discardableResult
+    public func storeState(peer: UInt32, _ value: UInt32) -> Bool {
+        guard guarded else {
+            ivs_store32_release(base + Int(peer) * 4, value)
+            ivs_full_fence()
+            return true
+        }
+        return check(ivs_guarded_store32_release(base + Int(peer) * 4, value))
     }
 }
 

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import IvshmemModel
 import Synchronization
 
 /// One interrupt the platform's interrupt controller saw.
@@ -30,8 +31,13 @@ public struct InterruptRecord: Sendable, Equatable, CustomStringConvertible {
 
 /// The platform's interrupt controller: records every MSI-X message and INTx edge, calls
 /// handlers, and lets a caller wait for the next one with a timeout.
+///
+/// The log keeps the newest ``capacity`` records (a peer that rings in a loop for hours costs
+/// fixed memory); ``count`` and each record's `sequence` count every interrupt ever logged, so
+/// cursors stay valid after old records were dropped.
 public final class InterruptLog: @unchecked Sendable {
-    private var records: [InterruptRecord] = []
+    public static let capacity = 65_536
+    private var records = BoundedLog<InterruptRecord>(capacity: InterruptLog.capacity)
     private var handlers: [@Sendable (InterruptRecord) -> Void] = []
     private var mutex = pthread_mutex_t()
     private var cond = pthread_cond_t()
@@ -57,17 +63,37 @@ public final class InterruptLog: @unchecked Sendable {
         pthread_mutex_unlock(&mutex)
     }
 
+    /// The records kept, oldest first.
     public var all: [InterruptRecord] {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
-        return records
+        return records.elements
     }
 
-    public var count: Int { all.count }
+    /// The kept records with sequence ≥ `position`.
+    public func since(_ position: Int) -> [InterruptRecord] {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return records.elements(since: position)
+    }
+
+    /// Interrupts logged so far, kept or dropped: the sequence the next one gets.
+    public var count: Int {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return records.total
+    }
+
+    /// Records dropped to stay within ``capacity``.
+    public var dropped: Int {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return records.dropped
+    }
 
     func append(source: BDF, kind: InterruptRecord.Kind) {
         pthread_mutex_lock(&mutex)
-        let r = InterruptRecord(source: source, kind: kind, time: Self.now(), sequence: records.count)
+        let r = InterruptRecord(source: source, kind: kind, time: Self.now(), sequence: records.total)
         records.append(r)
         let hs = handlers
         pthread_cond_broadcast(&cond)
@@ -85,9 +111,9 @@ public final class InterruptLog: @unchecked Sendable {
         defer { pthread_mutex_unlock(&mutex) }
         var scanned = after
         while true {
-            while scanned < records.count {
-                if predicate(records[scanned]) { return records[scanned] }
-                scanned += 1
+            if scanned < records.total {
+                for r in records.elements(since: scanned) where predicate(r) { return r }
+                scanned = records.total
             }
             let now = Self.now()
             if now >= deadline { return nil }

@@ -35,6 +35,33 @@ public struct EventFD: Hashable, Sendable {
         }
     }
 
+    /// Adds `n` to the counter only if that cannot block: `false` when the counter is full
+    /// (a reader stopped reading) or the descriptor is not writable now.
+    ///
+    /// A peer's eventfd is shared with that peer, who can clear `O_NONBLOCK` on it (the flag
+    /// belongs to the open file, not to us) and fill the counter, so a plain `write` could
+    /// block the ringing device for ever. Polling with a zero timeout first closes that door;
+    /// what is left is a window of a few instructions between the poll and the write.
+    public func trySignal(_ n: UInt64 = 1) throws -> Bool {
+        guard try fd.waitWritable(timeoutMilliseconds: 0) else { return false }
+        var value = n
+        do {
+            _ = try retryingSystemCall("write(eventfd)", detail: fd.description) {
+                Glibc.write(fd.rawValue, &value, MemoryLayout<UInt64>.size)
+            }
+        } catch let error as SystemCallError where error.errno == .wouldBlock {
+            return false
+        }
+        return true
+    }
+
+    /// Whether `fd` is an eventfd: the kernel names its anonymous inode `[eventfd]` in
+    /// `/proc/self/fd`. Descriptors handed over a socket are checked with this before they are
+    /// used as doorbells: a pipe or a socket in their place could block or never fire.
+    public static func isEventFD(_ fd: FileDescriptor) -> Bool {
+        (try? FileSystem.readLink("/proc/self/fd/\(fd.rawValue)")) == "anon_inode:[eventfd]"
+    }
+
     /// Reads and resets the counter; nil when nothing is pending. Never blocks: it polls
     /// first, and treats `EAGAIN` (another reader was faster) as nothing pending.
     public func consume() throws -> UInt64? {

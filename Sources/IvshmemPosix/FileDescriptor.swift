@@ -144,6 +144,13 @@ public struct FileDescriptor: RawRepresentable, Hashable, Sendable, CustomString
         return n > 0
     }
 
+    /// Whether a write would not block now (`poll` for `POLLOUT`, at most `timeoutMilliseconds`).
+    public func waitWritable(timeoutMilliseconds: Int32) throws -> Bool {
+        var pfd = pollfd(fd: rawValue, events: Int16(POLLOUT), revents: 0)
+        let n = try retryingSystemCall("poll", detail: description) { poll(&pfd, 1, timeoutMilliseconds) }
+        return n > 0 && pfd.revents & Int16(POLLOUT) != 0
+    }
+
     // MARK: Accounting
 
     /// How many descriptors this process has open (entries of `/proc/self/fd`, not counting

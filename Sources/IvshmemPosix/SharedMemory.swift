@@ -65,6 +65,25 @@ public enum SharedMemory {
         return fd
     }
 
+    /// File seals (`F_SEAL_*`) of a memfd.
+    public struct Seals: OptionSet, Sendable {
+        public let rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+        /// `F_SEAL_SHRINK`: nobody can make the object smaller (no SIGBUS for its mappers).
+        public static let shrink = Seals(rawValue: ivs_seal_shrink())
+        /// `F_SEAL_GROW`: nobody can make it larger.
+        public static let grow = Seals(rawValue: ivs_seal_grow())
+    }
+
+    /// `fcntl(F_GET_SEALS)`. An object that cannot carry seals (a POSIX shm object, a file)
+    /// has none.
+    public static func seals(of fd: FileDescriptor) throws -> Seals {
+        let raw = ivs_get_seals(fd.rawValue)
+        if raw >= 0 { return Seals(rawValue: raw) }
+        if errno == EINVAL { return [] }
+        throw SystemCallError(call: "fcntl(F_GET_SEALS)", errno: Errno(rawValue: errno), detail: fd.description)
+    }
+
     /// The name with one leading "/" (what glibc expects for a portable name).
     public static func normalizedName(_ name: String) -> String {
         name.hasPrefix("/") ? name : "/" + name

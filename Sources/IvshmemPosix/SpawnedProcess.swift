@@ -231,6 +231,18 @@ public enum Monotonic {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
+    /// Evaluates `condition` until it holds or `timeout` seconds pass, pausing briefly between
+    /// tries; returns whether it held. For state that has no event to wait on (another
+    /// thread's bookkeeping): where there is an event, wait for the event instead.
+    public static func poll(timeout: Double, interval: Double = 0.001, _ condition: () -> Bool) -> Bool {
+        let deadline = now() + timeout
+        while now() < deadline {
+            if condition() { return true }
+            sleep(seconds: interval)
+        }
+        return condition()
+    }
+
     /// Sleeps for `seconds` (resumes after signals until the time has passed).
     public static func sleep(seconds: Double) {
         guard seconds > 0 else { return }

@@ -11,7 +11,7 @@ public enum AttachError: Error, CustomStringConvertible, Sendable {
     case sharedMemory(String)
     case configuration(String)
     case system(SystemCallError, during: String)
-    case timeout(during: String)
+    case timeout(during: String, seconds: Double)
 
     public var description: String {
         switch self {
@@ -22,7 +22,7 @@ public enum AttachError: Error, CustomStringConvertible, Sendable {
         case .sharedMemory(let m): return "shared memory from server unusable: \(m)"
         case .configuration(let m): return "server parameters rejected: \(m)"
         case .system(let e, let what): return "\(what): \(e)"
-        case .timeout(let what): return "the server sent nothing for 10 s while \(what) (is it an ivshmem v2 server?)"
+        case .timeout(let what, let seconds): return "timed out after \(seconds) s \(what) (is it an ivshmem v2 server?)"
         }
     }
 }

@@ -10,12 +10,14 @@ struct BlockingMessageRead {
     var body: [UInt8]
     var fds: [FileDescriptor]
 
+    /// - Parameters:
+    ///   - deadline: `Monotonic.now()` value after which waiting fails with `.timeout`.
+    ///   - timeout: the whole allowance the deadline was computed from (for the error message).
     static func read(from socket: FileDescriptor, during what: String, maxLength: UInt32 = WireConstants.maxMessageLength,
-                     timeout: Double = 10) throws -> BlockingMessageRead {
-        let deadline = Monotonic.now() + timeout
+                     deadline: Double, timeout: Double) throws -> BlockingMessageRead {
         var fds: [FileDescriptor] = []
         do {
-            let head = try readExactly(socket, WireConstants.headerSize, fds: &fds, during: what, deadline: deadline)
+            let head = try readExactly(socket, WireConstants.headerSize, fds: &fds, during: what, deadline: deadline, timeout: timeout)
             let header: MessageHeader
             do { header = try MessageHeader(parsing: head) } catch { throw AttachError.wire(error, during: what) }
             guard header.length >= UInt32(WireConstants.headerSize) else {
@@ -24,7 +26,7 @@ struct BlockingMessageRead {
             guard header.length <= maxLength else {
                 throw AttachError.wire(.lengthTooLarge(type: header.type, length: header.length, limit: maxLength), during: what)
             }
-            let body = try readExactly(socket, header.bodyLength, fds: &fds, during: what, deadline: deadline)
+            let body = try readExactly(socket, header.bodyLength, fds: &fds, during: what, deadline: deadline, timeout: timeout)
             return BlockingMessageRead(header: header, body: body, fds: fds)
         } catch {
             for fd in fds { fd.closeQuietly() }
@@ -32,7 +34,7 @@ struct BlockingMessageRead {
         }
     }
 
-    private static func readExactly(_ socket: FileDescriptor, _ count: Int, fds: inout [FileDescriptor], during what: String, deadline: Double) throws -> [UInt8] {
+    private static func readExactly(_ socket: FileDescriptor, _ count: Int, fds: inout [FileDescriptor], during what: String, deadline: Double, timeout: Double) throws -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(count)
         while out.count < count {
@@ -43,7 +45,7 @@ struct BlockingMessageRead {
             do { ready = left > 0 ? try socket.waitReadable(timeoutMilliseconds: Int32(min(left, 60) * 1000) + 1) : false } catch let e as SystemCallError {
                 throw AttachError.system(e, during: what)
             }
-            guard ready else { throw AttachError.timeout(during: what) }
+            guard ready else { throw AttachError.timeout(during: what, seconds: timeout) }
             let m: ReceivedMessage
             do { m = try UnixSocket.receiveMessage(on: socket, maxBytes: count - out.count, maxFDs: 4) } catch let e as SystemCallError {
                 throw AttachError.system(e, during: what)

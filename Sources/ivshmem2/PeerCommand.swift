@@ -19,11 +19,16 @@ struct PeerCommand: ParsableCommand {
               int all              ring every vector of every other peer
               state <value>        write the State register (peers get vector 0)
               wait [seconds]       wait for the next interrupt (default 5 s)
+              wait-peers <n> [s]   wait until at least n other peers are fully introduced
+                                   (default 5 s); prints 'peers: …' or 'timeout: …'
+
               shm-write <offset> <text>   write text into shared memory (rights enforced)
               shm-read <offset> <length>  print shared memory bytes as text and hex
               reset                device reset
               quit                 detach (the others see PEER_GONE)
-            Output lines are 'key: value' records, e.g. 'irq: vector 1', 'joined: peer
+            'ready:' is printed once the server has introduced every peer connected before
+            this one (their 'joined:' lines follow it), so commands on the next lines reach
+            them. Output lines are 'key: value' records, e.g. 'irq: vector 1', 'joined: peer
             2', 'left: peer 2', so scripts and tests can follow them.
             """)
 
@@ -111,6 +116,19 @@ final class PeerSession: @unchecked Sendable {
             } else {
                 writeStdout("timeout: no interrupt within \(t) s\n")
             }
+        case "wait-peers":
+            guard (1...2).contains(args.count), let n = Int(args[0]), n >= 0, n < Int(device.configuration.maxPeers) else {
+                return usage("wait-peers <count below max-peers> [seconds]")
+            }
+            let t = args.count == 2 ? Double(args[1]) ?? -1 : 5
+            guard t.isFinite, t >= 0, t <= 3600 else { return usage("wait-peers <count> [seconds between 0 and 3600]") }
+            let me = device.id
+            let others = { self.link.introducedPeers.filter { $0 != me } }
+            if link.waitForIntroductions(timeout: t, { peers in peers.filter { $0 != me }.count >= n }) {
+                writeStdout("peers: \(others().map(String.init).joined(separator: " "))\n")
+            } else {
+                writeStdout("timeout: \(others().count) of \(n) peers within \(t) s\n")
+            }
         case "shm-write":
             guard args.count >= 2, let off = try? parseNumber(args[0]) else { return usage("shm-write <offset> <text>") }
             let text = Array(args.dropFirst().joined(separator: " ").utf8)
@@ -126,7 +144,7 @@ final class PeerSession: @unchecked Sendable {
             device.reset()
             DriverSetup.enableInterrupts(device, on: platform, at: bdf, bars: bars)
             writeStdout("ok: reset\n")
-        case "help": writeStdout("commands: dump, int <peer> <vector|all>, int all, state <v>, wait [s], shm-write, shm-read, reset, quit\n")
+        case "help": writeStdout("commands: dump, int <peer> <vector|all>, int all, state <v>, wait [s], wait-peers <n> [s], shm-write, shm-read, reset, quit\n")
         default: return usage("unknown command '\(cmd)' (try help)")
         }
         return true
@@ -157,9 +175,9 @@ final class PeerSession: @unchecked Sendable {
             if args[1] == "all" {
                 for v in 0..<d.configuration.vectors { ringOne(p, UInt32(v)) }
             } else if let v = UInt32(args[1]), v <= 0xFFFF {
-                let before = d.findings.count
+                let before = d.findingCount
                 ringOne(p, v)
-                for f in d.findings.dropFirst(before) { writeStdout("finding: \(f)\n") }
+                for f in d.findings(since: before) { writeStdout("finding: \(f)\n") }
             } else { _ = usage("int <peer> <vector|all>") }
         default: _ = usage("int <peer> <vector> | int <peer> all | int all")
         }

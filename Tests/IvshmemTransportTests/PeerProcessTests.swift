@@ -76,6 +76,30 @@ extension LineProcess {
         #expect(try server.stop(signal: SIGTERM).isSuccess)
     }
 
+    @Test("WIRE-CLI-20, IRQ-STATE-1: commands piped into a peer before it prints `ready:` reach the peers connected before it")
+    func pipedCommandsReachEarlierPeers() throws {
+        let dir = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-piped.XXXXXX")
+        defer { FileSystem.removeDirectoryTree(dir) }
+        let sock = dir + "/s.sock"
+        let server = try Child("server", ["server", "-F", "-S", sock, "-l", "1M", "-n", "4", "-V", "2", "-o", "64K"])
+        defer { _ = try? server.stop(signal: SIGTERM) }
+        #expect(eventually { (try? UnixSocket.probe(path: sock)) == .live })
+        let a = try Child("A", ["peer", "--quiet", "-S", sock])
+        _ = try a.expect("ready: id 0")
+        // B's commands are in its stdin before it has even connected, as with `printf … | ivshmem2 peer`.
+        let b = try Child("B", ["peer", "--quiet", "-S", sock])
+        try b.send("state 5\nint 0 1\nwait-peers 1 0\nquit")
+        _ = try a.expect("irq: vector 0")  // B's state change
+        _ = try a.expect("irq: vector 1")  // B's doorbell
+        _ = try b.expect("ready: id 1")
+        #expect(try b.expect("joined:") == "joined: peer 0", "joined: right after ready: \(b.lines)")
+        _ = try b.expect("peers: 0")
+        #expect(!b.lines.contains { $0.hasPrefix("finding:") || $0.hasPrefix("error:") }, "\(b.lines)")
+        #expect(try b.stop().isSuccess)
+        try a.send("quit")
+        #expect(try a.stop().isSuccess)
+    }
+
     @Test("SRV-GONE-1, DEV-PEER-2: `ivshmem2 demo` (the README's run command) completes: state, doorbells both ways, departure")
     func demoRuns() throws {
         let demo = try Child("demo", ["demo"])

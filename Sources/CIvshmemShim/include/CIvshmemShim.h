@@ -66,4 +66,19 @@ static inline uint32_t ivs_epoll_rdhup(void) { return EPOLLRDHUP; }
 /// failed start-up in a process that installed handlers).
 int ivs_restore_default_signals(void);
 
+/// fcntl(F_GET_SEALS): the seals of a memfd (F_SEAL_* bits), or -1 with errno (EINVAL for a
+/// file that cannot carry seals: a POSIX shm object, a file on disk).
+int ivs_get_seals(int fd);
+/// F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_SEAL.
+static inline int ivs_seal_shrink(void) { return 0x0002; }
+static inline int ivs_seal_grow(void) { return 0x0004; }
+
+/// Accesses to shared memory that another process may shrink under us. Each returns 0, or -1
+/// when the access raised SIGBUS (the pages are gone): the fault is caught on this thread
+/// and turned into the error instead of killing the process. A SIGBUS outside these calls
+/// goes to the handler installed before (or the default action). Safe from any thread.
+int ivs_guarded_copy(void *dst, const void *src, size_t n);
+int ivs_guarded_load32_acquire(const void *p, uint32_t *out);
+int ivs_guarded_store32_release(void *p, uint32_t v);
+
 #endif

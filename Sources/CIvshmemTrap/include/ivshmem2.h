@@ -316,13 +316,15 @@ uint64_t ivshmem2_interrupt_count(ivshmem2_platform *platform);
 /* Findings (driver checking)                                                                  */
 /* ------------------------------------------------------------------------------------------ */
 
-enum { IVSHMEM2_FINDING_VIOLATION = 1, IVSHMEM2_FINDING_INEFFECTIVE = 2 };
+/* VIOLATION and INEFFECTIVE are the driver's doing (§0); ENVIRONMENT is something a peer or the
+ * server did that the device survived (a full eventfd, shared memory that shrank). */
+enum { IVSHMEM2_FINDING_VIOLATION = 1, IVSHMEM2_FINDING_INEFFECTIVE = 2, IVSHMEM2_FINDING_ENVIRONMENT = 3 };
 enum { IVSHMEM2_SPACE_NONE = 0, IVSHMEM2_SPACE_CONFIG = 1, IVSHMEM2_SPACE_BAR = 2, IVSHMEM2_SPACE_SHM = 3 };
 
 typedef struct ivshmem2_finding {
     char requirement[32]; /* the requirement ID in spec/ivshmem2.md, e.g. "REG-ACC-3" */
     char message[320];    /* what happened (truncated if longer) */
-    int kind;             /* IVSHMEM2_FINDING_VIOLATION or IVSHMEM2_FINDING_INEFFECTIVE (§0) */
+    int kind;             /* IVSHMEM2_FINDING_VIOLATION, _INEFFECTIVE or _ENVIRONMENT */
     uint32_t peer;        /* the ID of the device that recorded it */
     int space;            /* the access's space; IVSHMEM2_SPACE_NONE: no single access caused it */
     int bar;              /* IVSHMEM2_SPACE_BAR: which BAR */
