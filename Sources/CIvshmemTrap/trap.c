@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -72,7 +73,9 @@ int ivshmem2_format_finding(const ivshmem2_finding *f, char *buf, size_t len) {
                  (unsigned long long)f->offset, value);
     }
     return snprintf(buf, len, "[%s%s] peer %u: %s%s", f->requirement,
-                    f->kind == IVSHMEM2_FINDING_INEFFECTIVE ? ", ineffective" : "", f->peer, f->message, access);
+                    f->kind == IVSHMEM2_FINDING_INEFFECTIVE ? ", ineffective"
+                    : f->kind == IVSHMEM2_FINDING_ENVIRONMENT ? ", environment" : "",
+                    f->peer, f->message, access);
 }
 
 /* ---- mmap helpers -------------------------------------------------------------------------- */
@@ -109,6 +112,7 @@ int ivs_unmap(void *at, size_t length) { return munmap(at, length); }
 
 struct window {
     _Atomic uintptr_t start; /* 0: free slot; published last */
+    _Atomic int in_flight;   /* handlers using this slot right now (see ivs_trap_unregister) */
     uintptr_t end;
     uint64_t phys;
     int kind;
@@ -200,6 +204,12 @@ int ivs_trap_unregister(void *owner, void *host, size_t length) {
         if (s == 0 || windows[i].owner != owner) continue;
         if (host && !(s >= (uintptr_t)host && s < (uintptr_t)host + (length ? length : 1))) continue;
         atomic_store(&windows[i].start, 0);
+        /* Quiesce: a handler that found this slot before the store above may still be calling
+         * its callback with its context. Wait until it is done, so that the caller can free
+         * the context and a later registration can reuse the slot (both seq_cst: either the
+         * handler sees start == 0 after announcing itself, or we see it in flight). The lock
+         * stays held, so no registration takes the slot meanwhile. */
+        while (atomic_load(&windows[i].in_flight) != 0) sched_yield();
         n++;
     }
     pthread_mutex_unlock(&windows_lock);
@@ -335,9 +345,15 @@ static void segv_handler(int sig, siginfo_t *info, void *ucontext) {
     ucontext_t *uc = ucontext;
     uintptr_t addr = (uintptr_t)info->si_addr;
     struct window *w = NULL;
+    uintptr_t start = 0;
     for (int i = 0; i < MAX_WINDOWS; i++) {
         uintptr_t s = atomic_load_explicit(&windows[i].start, memory_order_acquire);
-        if (s && addr >= s && addr < windows[i].end) { w = &windows[i]; break; }
+        if (!s || addr < s || addr >= windows[i].end) continue;
+        /* Announce the use, then check the slot still holds the same window: an unregister
+         * in between waits for us, or we see it and leave the slot alone. */
+        atomic_fetch_add(&windows[i].in_flight, 1);
+        if (atomic_load(&windows[i].start) == s) { w = &windows[i]; start = s; break; }
+        atomic_fetch_sub(&windows[i].in_flight, 1);
     }
     if (!w) { pass_on(sig, info, ucontext); errno = saved_errno; return; }
     greg_t *g = uc->uc_mcontext.gregs;
@@ -349,12 +365,18 @@ static void segv_handler(int sig, siginfo_t *info, void *ucontext) {
                  "libivshmem2: unsupported instruction %02x %02x %02x %02x at %p accessing trapped window address %p\n",
                  rip[0], rip[1], rip[2], rip[3], (void *)rip, (void *)addr);
         say(msg);
+        atomic_fetch_sub(&w->in_flight, 1);
         pass_on(sig, info, ucontext);
         errno = saved_errno;
         return;
     }
-    if (w->kind == IVS_WINDOW_READONLY && !in.is_store) { pass_on(sig, info, ucontext); errno = saved_errno; return; }
-    uint64_t phys = w->phys + (addr - atomic_load(&w->start));
+    if (w->kind == IVS_WINDOW_READONLY && !in.is_store) {
+        atomic_fetch_sub(&w->in_flight, 1);
+        pass_on(sig, info, ucontext);
+        errno = saved_errno;
+        return;
+    }
+    uint64_t phys = w->phys + (addr - start);
     if (in.is_store) {
         uint64_t v = in.has_imm ? in.imm : read_reg(g, in.reg, in.size, in.has_rex);
         if (in.size < 8) v &= (1ull << (8 * in.size)) - 1;
@@ -369,6 +391,7 @@ static void segv_handler(int sig, siginfo_t *info, void *ucontext) {
         }
         write_reg(g, in.reg, in.dest_size, in.has_rex, v);
     }
+    atomic_fetch_sub(&w->in_flight, 1);
     g[REG_RIP] += in.length;
     atomic_fetch_add(&trap_count, 1);
     errno = saved_errno;

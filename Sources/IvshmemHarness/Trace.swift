@@ -1,4 +1,5 @@
 import Foundation
+import IvshmemModel
 import IvshmemPosix
 import Synchronization
 
@@ -38,21 +39,28 @@ func format6(_ t: Double) -> String {
     return "\(us / 1_000_000)." + String(repeating: "0", count: 6 - frac.count) + frac
 }
 
-/// Records trace events from any thread, in order.
+/// Records trace events from any thread, in order. Keeps the newest `capacity` events (a case
+/// that loops or a peer that floods costs bounded memory); ``dropped`` counts the rest.
 public final class TraceRecorder: Sendable {
+    public static let defaultCapacity = 200_000
     private let start = Monotonic.now()
-    private let events = Mutex<[TraceEvent]>([])
+    private let events: Mutex<BoundedLog<TraceEvent>>
 
-    public init() {}
+    public init(capacity: Int = TraceRecorder.defaultCapacity) {
+        events = Mutex(BoundedLog(capacity: capacity))
+    }
 
     public func record(_ peer: String, _ kind: TraceEvent.Kind, address: UInt64? = nil, size: Int? = nil, value: UInt64? = nil, detail: String? = nil, requirement: String? = nil) {
         let e = TraceEvent(time: Monotonic.now() - start, peer: peer, kind: kind, address: address, size: size, value: value, detail: detail, requirement: requirement)
         events.withLock { $0.append(e) }
     }
 
-    public var all: [TraceEvent] { events.withLock { $0 } }
-    public func last(_ n: Int) -> [TraceEvent] { events.withLock { Array($0.suffix(n)) } }
+    public var all: [TraceEvent] { events.withLock { $0.elements } }
+    public func last(_ n: Int) -> [TraceEvent] { events.withLock { $0.elements(since: max(0, $0.total - n)) } }
+    /// Events kept.
     public var count: Int { events.withLock { $0.count } }
+    /// Events dropped to stay within the capacity.
+    public var dropped: Int { events.withLock { $0.dropped } }
 
     /// One event as a JSON line (with the newline).
     public static func line(_ e: TraceEvent) -> String {

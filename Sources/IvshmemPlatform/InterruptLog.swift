@@ -41,9 +41,18 @@ public final class InterruptLog: @unchecked Sendable {
     private var handlers: [@Sendable (InterruptRecord) -> Void] = []
     private var mutex = pthread_mutex_t()
     private var cond = pthread_cond_t()
+    /// Held while one interrupt goes through the handlers and into the log, so that handlers
+    /// see interrupts in sequence order and have run before a waiter sees the record.
+    /// Recursive: a handler may cause another interrupt on the same thread.
+    private var delivery = pthread_mutex_t()
 
     public init() {
         pthread_mutex_init(&mutex, nil)
+        var recursive = pthread_mutexattr_t()
+        pthread_mutexattr_init(&recursive)
+        pthread_mutexattr_settype(&recursive, Int32(PTHREAD_MUTEX_RECURSIVE))
+        pthread_mutex_init(&delivery, &recursive)
+        pthread_mutexattr_destroy(&recursive)
         var attr = pthread_condattr_t()
         pthread_condattr_init(&attr)
         pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
@@ -54,6 +63,7 @@ public final class InterruptLog: @unchecked Sendable {
     deinit {
         pthread_cond_destroy(&cond)
         pthread_mutex_destroy(&mutex)
+        pthread_mutex_destroy(&delivery)
     }
 
     /// Adds a handler called (on the delivering thread) for each interrupt.
@@ -91,14 +101,20 @@ public final class InterruptLog: @unchecked Sendable {
         return records.dropped
     }
 
+    /// Handlers run first (outside the log's lock, so they may read the log), then the record
+    /// is published and waiters wake: whoever waits for an interrupt sees what its handlers did.
     func append(source: BDF, kind: InterruptRecord.Kind) {
+        pthread_mutex_lock(&delivery)
+        defer { pthread_mutex_unlock(&delivery) }
         pthread_mutex_lock(&mutex)
         let r = InterruptRecord(source: source, kind: kind, time: Self.now(), sequence: records.total)
-        records.append(r)
         let hs = handlers
-        pthread_cond_broadcast(&cond)
         pthread_mutex_unlock(&mutex)
         for h in hs { h(r) }
+        pthread_mutex_lock(&mutex)
+        records.append(r)
+        pthread_cond_broadcast(&cond)
+        pthread_mutex_unlock(&mutex)
     }
 
     /// Waits until an interrupt with sequence ≥ `after` matching `predicate` is logged, or

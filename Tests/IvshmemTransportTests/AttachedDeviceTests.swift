@@ -1,4 +1,5 @@
 import Foundation
+import IvshmemHarness
 import IvshmemModel
 import IvshmemPlatform
 import IvshmemPosix
@@ -17,6 +18,49 @@ import Testing
             b.ring(peer: 0, vector: 0)
             #expect(a.waitForVector(0) != nil)
         }
+    }
+
+    @Test("WIRE-CLI-19, DEV-PEER-1: a device dropped without close() detaches: its thread ends, every descriptor is closed, the others see it leave")
+    func forgottenCloseLeaksNothing() throws {
+        let server = try TestServer()
+        defer { server.stop() }
+        let a = try AttachedDevice.attach(socketPath: server.path)
+        defer { a.close() }
+        let before = FileDescriptor.openCount()
+        do {
+            let b = try AttachedDevice.attach(socketPath: server.path)
+            #expect(b.device.id == 1)
+            #expect(a.waitForIntroductions(timeout: 10) { $0 == [0, 1] })
+            _ = b  // the last reference goes away here, without close()
+        }
+        #expect(a.waitForPeers(timeout: 10) { $0 == [0] }, "the server saw the dropped device hang up")
+        #expect(FileDescriptor.openCount() == before, "every descriptor of the dropped device closed")
+    }
+
+    @Test("WIRE-CLI-16, WIRE-CLI-17: a flood of bad messages from the server costs bounded memory; the link keeps working")
+    func floodIsBounded() throws {
+        let hostile = try HostileServer()
+        defer { hostile.close() }
+        let flood = 20_000
+        hostile.serve { s, c in
+            try s.send(c, rawMessage(type: 0, length: 40, body: le32(2) + le32(2) + le32(0) + le32(4) + le32(1) + le32(0) + le64(0x10000)),
+                       fds: [try s.sharedMemory(size: 1 << 20)])
+            try s.send(c, .eventFD(id: 0, vector: 0), fd: try s.eventFD().fd)
+            let junk = rawMessage(type: 7, length: 12, body: le32(0))  // an unknown type: an error, skipped
+            var burst: [UInt8] = []
+            for _ in 0..<1000 { burst += junk }
+            for _ in 0..<(flood / 1000) { try s.send(c, burst) }
+            try s.send(c, .eventFD(id: 1, vector: 0), fd: try s.eventFD().fd)
+        }
+        let d = try AttachedDevice.attach(socketPath: hostile.path)
+        defer { d.close() }
+        hostile.waitForScript()
+        #expect(eventually { d.isActive(1) }, "the good message after the flood used")
+        let events = d.linkEvents
+        #expect(events.count <= 4096, "link events kept: \(events.count)")
+        #expect(d.droppedLinkEvents == flood + 2 - events.count, "every event counted: \(d.droppedLinkEvents) dropped, \(events.count) kept")
+        #expect(events.last == .eventFD(peer: 1, vector: 0))
+        #expect(d.isLinkUp)
     }
 
     @Test("DEV-PEER-5: a peer joining raises no event at the others")

@@ -29,12 +29,7 @@ func makeSharedMemory(size: Int) throws -> FileDescriptor {
 
 /// Polls until `condition` holds or `timeout` seconds pass.
 func eventually(timeout: Double = 10, _ condition: () -> Bool) -> Bool {
-    let deadline = Monotonic.now() + timeout
-    while Monotonic.now() < deadline {
-        if condition() { return true }
-        Monotonic.sleep(seconds: 0.002)
-    }
-    return condition()
+    Monotonic.poll(timeout: timeout, interval: 0.002, condition)
 }
 
 /// An embedded server (the real server code on its own thread) on a fresh socket path.

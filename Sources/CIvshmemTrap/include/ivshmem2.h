@@ -247,6 +247,16 @@ int ivshmem2_io_write(ivshmem2_platform *platform, uint16_t port, unsigned size,
  * should call ivshmem2_trap_thread_init() first (otherwise the handler runs on their normal
  * stack, which is also fine unless that stack is nearly full). At most 64 windows exist at once
  * across all platforms. Accesses through a window are thread-safe.
+ *
+ * What runs in signal context: the emulated access itself. On a fault in a window, the handler
+ * (on the faulting thread, inside the SIGSEGV handler) decodes the instruction and calls into
+ * the device model, which takes its locks and may allocate; when the access rings a doorbell or
+ * writes State, the eventfd writes happen there too. This is sound because the fault is
+ * synchronous: the thread was executing the driver's own load or store, never library code.
+ * So: do not touch a window from a signal handler of your own, nor while holding a lock that an
+ * interrupt callback (ivshmem2_on_interrupt; it runs on the device's event thread, not in
+ * signal context) also takes, or the two can deadlock. Nothing else in this library runs in
+ * signal context.
  * Errors: IVSHMEM2_EINVAL (alignment, length), IVSHMEM2_EBUSY (the host range is in use),
  * IVSHMEM2_ENOSPC (too many windows), IVSHMEM2_ESYSTEM. */
 int ivshmem2_mmio_map(ivshmem2_platform *platform, uint64_t phys, uint64_t length, int flags, void **out);
@@ -266,8 +276,11 @@ int ivshmem2_mmio_map(ivshmem2_platform *platform, uint64_t phys, uint64_t lengt
  * IVSHMEM2_EBUSY (host range in use), IVSHMEM2_ESYSTEM, IVSHMEM2_ENOSPC (window table full). */
 int ivshmem2_shm_map(ivshmem2_platform *platform, uint64_t phys, uint64_t length, int flags, void **out);
 
-/* Unmaps a window or view returned by ivshmem2_mmio_map / ivshmem2_shm_map. Must not race with
- * accesses to it. Errors: IVSHMEM2_ENODEV (not a mapping of this platform). */
+/* Unmaps a window or view returned by ivshmem2_mmio_map / ivshmem2_shm_map. Another thread may
+ * still be faulting in the window: the window is first taken out of the handler's table, then
+ * this call waits until every access already being emulated in it has finished, and only then
+ * unmaps; an access that starts after that faults as on any unmapped address.
+ * Errors: IVSHMEM2_ENODEV (not a mapping of this platform). */
 int ivshmem2_unmap(ivshmem2_platform *platform, void *host);
 
 /* Gives the calling thread an alternate signal stack for the trap handler (idempotent). */
