@@ -8,7 +8,7 @@ BIN_DEBUG   := .build/debug/ivshmem2
 BIN_RELEASE := .build/release/ivshmem2
 PREFIX      ?= /usr/local
 
-.PHONY: all build release test demo deps tables bench bench-smoke conformance clean help
+.PHONY: all build release test demo deps tables bench bench-smoke conformance stress clean help
 
 all: build
 
@@ -20,6 +20,7 @@ help:
 	@echo "make bench-smoke  the same benchmarks, tiny (CI: keeps the benchmark code from rotting)"
 	@echo "make install  PREFIX=/usr/local: libivshmem2.so, include/ivshmem2.h, lib/pkgconfig/ivshmem2.pc"
 	@echo "make drivers  install into a temporary prefix, build the example C drivers with pkg-config, run them"
+	@echo "make stress  STRESS_N=20: process/socket/simulation tests and the conformance suite, N rounds, next to two busy loops"
 	@echo "make tables   regenerate Sources/IvshmemSpec/EmbeddedTables.swift from spec/tables"
 
 # System packages: libpci (our config-space decoder) and lspci (used by the tests).
@@ -78,6 +79,11 @@ drivers: deps tables
 	@prefix=$$(mktemp -d /tmp/ivshmem2-prefix.XXXXXX) && \
 	$(MAKE) --no-print-directory install PREFIX=$$prefix LIB_CONFIG=debug && \
 	fixtures/drivers/run-drivers.sh $$prefix $(BIN_DEBUG); rc=$$?; rm -rf $$prefix; exit $$rc
+
+# Timing-dependent tests under CPU contention (tools/stress.sh; STRESS_N rounds, default 20).
+stress: build
+	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
+	tools/stress.sh
 
 demo: build
 	$(BIN_DEBUG) demo

@@ -346,7 +346,7 @@ extension BuiltinChecks {
                 guard let conn = s.connection else { throw CheckFailure(expected: "the connection", actual: "none") }
                 try s.send(conn, .peerGone(id: 1))
                 try s.send(conn, rawMessage(type: 9, length: 12, body: le32(0)))  // an error the device records
-                Monotonic.sleep(seconds: 0.2)
+                try require(d.settle(), "the device to handle both messages", "it did not")
                 var byte: UInt8 = 0
                 let n = recv(conn.rawValue, &byte, 1, Int32(MSG_DONTWAIT | MSG_PEEK))
                 let err = errno
@@ -873,7 +873,7 @@ extension BuiltinChecks {
                 }
                 gate.signal()
                 try require(p.waitForInterrupt(vector: 1, after: cursor, timeout: 2) != nil, "one delivery on vector 1", "none")
-                Monotonic.sleep(seconds: 0.2)
+                try require(d.settle(), "the device to catch up", "it did not")
                 let n = p.platform.interrupts.since(cursor).count
                 d.onLinkEvent(nil)
                 try require(n == 1, "exactly 1 delivery for 5 increments accumulated on one eventfd (IRQ-COAL-2)", "\(n) deliveries")
@@ -881,7 +881,7 @@ extension BuiltinChecks {
                 let c2 = p.interruptCount
                 try own1.signal(3)
                 try require(p.waitForInterrupt(vector: 1, after: c2, timeout: 2) != nil, "a delivery", "none")
-                Monotonic.sleep(seconds: 0.2)
+                try require(d.settle(), "the device to catch up", "it did not")
                 try require(p.platform.interrupts.since(c2).count == 1, "1 delivery for a counter of 3", "\(p.platform.interrupts.since(c2).count)")
             }
         },

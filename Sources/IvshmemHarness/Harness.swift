@@ -78,6 +78,16 @@ public final class Harness: @unchecked Sendable {
         return peer
     }
 
+    /// How many peers an embedded server holds (nil for an external server).
+    public var serverConnectionCount: Int? { serverThread?.server.connectedPeerIDs.count }
+
+    /// Waits until an embedded server holds at most `count` peers: it has handled the hang-ups
+    /// of everything closed so far. True at once for an external server (nothing to ask).
+    public func waitForServerConnections(_ count: Int, timeout: Double) -> Bool {
+        guard let server = serverThread?.server else { return true }
+        return Monotonic.poll(timeout: timeout) { server.connectedPeerIDs.count <= count }
+    }
+
     /// Detaches a peer: the server announces its departure to the others.
     public func leave(_ peer: HarnessPeer) {
         peers.withLock { $0.removeAll { $0 === peer } }

@@ -72,6 +72,9 @@ public struct Script: Sendable {
         case expectPeers([UInt32])
         case expectID(UInt32)
         case sleep(Double)
+        /// A barrier: every peer has handled every event already signalled, and an embedded
+        /// server has handled every hang-up (so "nothing else happened" needs no sleep).
+        case settle
         /// A raw wire client (no device): `client X`.
         case client(name: String)
         /// `X expect-msg INIT|EVENT_FD|PEER_GONE [field=value…] [fds=N]`.
@@ -246,6 +249,9 @@ public enum ScriptParser {
         case "client":
             guard t.count == 2 else { throw fail(nil, "client needs a name") }
             return make(nil, .client(name: t[1].text))
+        case "settle":
+            guard t.count == 1 else { throw fail(t[1], "settle takes no arguments") }
+            return make(nil, .settle)
         case "sleep":
             guard t.count == 2 else { throw fail(nil, "sleep needs a duration") }
             return make(nil, .sleep(try seconds(t[1], fail: fail)))

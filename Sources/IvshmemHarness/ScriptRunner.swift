@@ -174,6 +174,18 @@ struct Session {
         return c
     }
 
+    /// The `settle` barrier: every peer's event loop has handled what was already signalled to
+    /// it, and an embedded server has let go of every connection the script closed.
+    func settle(_ st: Script.Statement) throws {
+        let live = peers.count + clients.count
+        if !harness.waitForServerConnections(live, timeout: 10) {
+            throw fail(st, expected: "the server to hold at most \(live) connection(s) (the script's peers and clients)", actual: "\(harness.serverConnectionCount.map(String.init) ?? "?") after 10 s")
+        }
+        for (name, p) in peers.sorted(by: { $0.key < $1.key }) where p.link.isLinkUp {
+            if !p.link.settle(timeout: 10) { throw fail(st, expected: "\(name)'s event loop to catch up", actual: "not within 10 s") }
+        }
+    }
+
     /// Waits until every joined peer knows every other (the server's introductions are async).
     func converge(_ st: Script.Statement) throws {
         let ids = Set(peers.values.map(\.id))
@@ -188,6 +200,7 @@ struct Session {
         switch st.command {
         case .server: break
         case .sleep(let s): Monotonic.sleep(seconds: s)
+        case .settle: try settle(st)
         case .join(let name, let o):
             guard peers[name] == nil else { throw fail(st, expected: "a new peer name", actual: "'\(name)' already joined") }
             let options = AttachOptions(
@@ -280,6 +293,7 @@ struct Session {
             }
         case .expectNoIRQ(let timeout):
             let p = try peer(st)
+            _ = p.link.settle(timeout: 10)  // whatever was already signalled has been handled
             let cursor = irqCursor[p.name] ?? 0
             if let r = p.waitForInterrupt(after: cursor, timeout: timeout) {
                 throw fail(st, expected: "no interrupt within \(timeout) s", actual: r.description)

@@ -183,6 +183,11 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
         Monotonic.poll(timeout: timeout) { predicate(activePeers) }
     }
 
+    /// Waits until the device has handled every event and server message that had arrived
+    /// when this was called (a barrier through the event loop, not a sleep). False on timeout
+    /// or when the link is closed.
+    public func settle(timeout: Double = 10) -> Bool { link.settle(timeout: timeout) }
+
     // MARK: PeerLink
 
     public func ring(from source: UInt32, target: UInt32, vector: UInt32) -> DoorbellOutcome { link.ring(from: source, target: target, vector: vector) }

@@ -36,6 +36,10 @@ final class ServerLink: PeerLink, @unchecked Sendable {
         var pendingFDs: [FileDescriptor] = []
         /// Doorbells and state-change signals that could not be delivered without blocking.
         var droppedSignals = 0
+        /// Barrier tickets: requested by ``settle``, completed by the loop (see there).
+        var barrierRequested = 0
+        var barrierSeen = 0
+        var barrierCompleted = 0
     }
     private let state = Mutex(LinkState())
 
@@ -140,6 +144,27 @@ final class ServerLink: PeerLink, @unchecked Sendable {
         return state.withLock { $0.peers.filter { $0.value.count >= v }.keys.sorted() }
     }
 
+    // MARK: barrier
+
+    /// Waits until the event loop has handled everything that was readable when this was
+    /// called: every increment already written to the device's own eventfds and every message
+    /// the server had already sent. The loop sees the request on its wake fd and completes it
+    /// at the end of that epoll batch, and epoll (level-triggered) reports in one batch every
+    /// descriptor readable at that moment. Tests use it to say "nothing else happened" without
+    /// sleeping. Returns false on timeout or when the link is closed.
+    func settle(timeout: Double) -> Bool {
+        let ticket = state.withLock { s -> Int? in
+            guard !s.closed else { return nil }
+            s.barrierRequested += 1
+            return s.barrierRequested
+        }
+        guard let ticket else { return false }
+        try? wake.signal()
+        return Monotonic.poll(timeout: timeout, interval: 0.0005) {
+            state.withLock { $0.barrierCompleted >= ticket || $0.closed }
+        } && !state.withLock { $0.closed }
+    }
+
     // MARK: PeerLink
 
     func ring(from source: UInt32, target: UInt32, vector: UInt32) -> DoorbellOutcome {
@@ -203,13 +228,23 @@ final class ServerLink: PeerLink, @unchecked Sendable {
                 report(.linkDown("event loop failed: \(error)"))
                 return
             }
+            completeBarriers()
+        }
+    }
+
+    /// The batch that saw the wake fd is done: the barriers requested before it are complete.
+    private func completeBarriers() {
+        state.withLock { s in
+            if s.barrierSeen > s.barrierCompleted { s.barrierCompleted = s.barrierSeen }
         }
     }
 
     private func dispatch(_ token: UInt64, _ events: Epoll.Events) {
         if state.withLock({ $0.closed }) { return }  // a handler closed the link in this batch
         switch token {
-        case Self.wakeToken: _ = try? wake.consume()
+        case Self.wakeToken:
+            _ = try? wake.consume()
+            state.withLock { $0.barrierSeen = $0.barrierRequested }
         case Self.socketToken: serviceSocket(events)
         default: serviceOwnEventFD(vector: Int(token))
         }
@@ -237,6 +272,7 @@ final class ServerLink: PeerLink, @unchecked Sendable {
             round &+= 1
             if round & 63 == 0 {
                 _ = try? epoll.wait(timeoutMilliseconds: 0, dispatch)
+                completeBarriers()
                 if state.withLock({ $0.closed }) { return }
                 own = state.withLock { $0.peers[device.id] ?? [] }  // a peer may have left or reset
             }
