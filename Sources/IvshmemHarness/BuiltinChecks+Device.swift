@@ -201,7 +201,8 @@ enum DeviceCheckSupport {
     }
 
     /// A one-shot fake server: sends INIT (id 0, N 2, V 1, OUT 0, the given protocol) with an
-    /// 8 KiB memfd, then keeps the connection until the attach returned.
+    /// 8 KiB memfd and the device's own eventfd (the end of the introduction, WIRE-CLI-20),
+    /// then keeps the connection until the attach returned.
     static func attachToFakeServer(profile: String, protocol: UInt32, expectError: String?) throws {
         let dir = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-check.XXXXXX")
         defer { FileSystem.removeDirectoryTree(dir) }
@@ -216,6 +217,9 @@ enum DeviceCheckSupport {
             guard let c = try? UnixSocket.accept(listener, nonBlocking: false) else { return }
             accepted.withLock { $0 = c }
             _ = try? UnixSocket.sendMessage(on: c, bytes: init_, fds: [memory])
+            guard let own = try? EventFD.create() else { return }
+            defer { own.close() }
+            _ = try? UnixSocket.sendMessage(on: c, bytes: WireMessage.eventFD(id: 0, vector: 0).encode(), fds: [own.fd])
         }
         defer {
             server.join()

@@ -37,6 +37,8 @@ public final class Harness: @unchecked Sendable {
     private let serverThread: ServerThread?
     private let directory: String?
     private let peers = Mutex<[HarnessPeer]>([])
+    /// Connections made to the server: joins (failed ones too) and raw clients.
+    private let opened = Mutex(0)
 
     public init(server: ServerSource, tables: SpecTables = .builtIn) throws {
         self.tables = tables
@@ -63,6 +65,7 @@ public final class Harness: @unchecked Sendable {
 
     /// Attaches a new device, plugs it in at 00:03.0 of its own platform and prepares it.
     public func join(name: String, options: AttachOptions = AttachOptions(), setup: PeerSetup = .ready) throws -> HarnessPeer {
+        opened.withLock { $0 += 1 }
         let link = try AttachedDevice.attach(socketPath: socketPath, options: options, tables: tables)
         let peer: HarnessPeer
         do { peer = try HarnessPeer(name: name, link: link, trace: trace) } catch {
@@ -79,13 +82,24 @@ public final class Harness: @unchecked Sendable {
     }
 
     /// How many peers an embedded server holds (nil for an external server).
-    public var serverConnectionCount: Int? { serverThread?.server.connectedPeerIDs.count }
+    public var serverConnectionCount: Int? {
+        serverThread.map { t in let c = t.server.counters; return c.accepted - c.departed }
+    }
 
-    /// Waits until an embedded server holds at most `count` peers: it has handled the hang-ups
-    /// of everything closed so far. True at once for an external server (nothing to ask).
-    public func waitForServerConnections(_ count: Int, timeout: Double) -> Bool {
+    /// Counts a connection made to the server outside ``join(name:options:setup:)`` (a raw
+    /// wire client), for ``waitForServerConnections(_:timeout:)``.
+    public func noteConnection() { opened.withLock { $0 += 1 } }
+
+    /// Waits until an embedded server has dealt with every connection made so far (accepted or
+    /// refused it) and holds at most `live` of them: it has handled the hang-ups of everything
+    /// closed. True at once for an external server (nothing to ask).
+    public func waitForServerConnections(_ live: Int, timeout: Double) -> Bool {
         guard let server = serverThread?.server else { return true }
-        return Monotonic.poll(timeout: timeout) { server.connectedPeerIDs.count <= count }
+        let made = opened.withLock { $0 }
+        return Monotonic.poll(timeout: timeout) {
+            let c = server.counters
+            return c.accepted + c.refused >= made && c.accepted - c.departed <= live
+        }
     }
 
     /// Detaches a peer: the server announces its departure to the others.

@@ -317,6 +317,7 @@ struct Session {
             }
         case .client(let name):
             guard clients[name] == nil, peers[name] == nil else { throw fail(st, expected: "a new name", actual: "'\(name)' is taken") }
+            harness.noteConnection()
             do { clients[name] = try RawWireClient(name: name, socketPath: harness.socketPath, trace: harness.trace) } catch {
                 throw fail(st, expected: "\(name) to connect", actual: "\(error)")
             }
