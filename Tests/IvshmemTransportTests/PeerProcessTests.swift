@@ -31,16 +31,21 @@ extension LineProcess {
     func stop(signal: Int32? = nil) throws -> IvshmemPosix.ExitStatus { try finish(signal: signal) }
 }
 
+/// `ivshmem2 server` (4 peers, 2 vectors) as a child process on a fresh socket, for `body`.
+func withServerProcess(_ body: (_ socket: String, _ server: LineProcess) throws -> Void) throws {
+    let dir = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-peers.XXXXXX")
+    defer { FileSystem.removeDirectoryTree(dir) }
+    let sock = dir + "/s.sock"
+    let server = try Child("server", ["server", "-F", "-S", sock, "-l", "1M", "-n", "4", "-V", "2", "-o", "64K"])
+    defer { _ = try? server.stop(signal: SIGTERM) }
+    #expect(eventually { (try? UnixSocket.probe(path: sock)) == .live })
+    try body(sock, server)
+}
+
 @Suite(.serialized) struct PeerProcessTests {
     @Test("DEV-PEER-1, DEV-PEER-3, SRV-GONE-3: three peer processes join and leave through a server process; IDs are reused")
     func threePeerProcesses() throws {
-        let dir = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-peers.XXXXXX")
-        defer { FileSystem.removeDirectoryTree(dir) }
-        let sock = dir + "/s.sock"
-        let server = try Child("server", ["server", "-F", "-S", sock, "-l", "1M", "-n", "4", "-V", "2", "-o", "64K"])
-        defer { _ = try? server.stop(signal: SIGTERM) }
-        #expect(eventually { (try? UnixSocket.probe(path: sock)) == .live })
-
+      try withServerProcess { sock, server in
         let a = try Child("A", ["peer", "--quiet", "-S", sock])
         _ = try a.expect("ready: id 0")
         let b = try Child("B", ["peer", "--quiet", "-S", sock])
@@ -74,16 +79,12 @@ extension LineProcess {
         _ = try d.expect("state-table: peer 2 0x0 inactive")
         for p in [a, d] { try p.send("quit"); #expect(try p.stop().isSuccess) }
         #expect(try server.stop(signal: SIGTERM).isSuccess)
+      }
     }
 
     @Test("WIRE-CLI-20, IRQ-STATE-1: commands piped into a peer before it prints `ready:` reach the peers connected before it")
     func pipedCommandsReachEarlierPeers() throws {
-        let dir = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-piped.XXXXXX")
-        defer { FileSystem.removeDirectoryTree(dir) }
-        let sock = dir + "/s.sock"
-        let server = try Child("server", ["server", "-F", "-S", sock, "-l", "1M", "-n", "4", "-V", "2", "-o", "64K"])
-        defer { _ = try? server.stop(signal: SIGTERM) }
-        #expect(eventually { (try? UnixSocket.probe(path: sock)) == .live })
+      try withServerProcess { sock, _ in
         let a = try Child("A", ["peer", "--quiet", "-S", sock])
         _ = try a.expect("ready: id 0")
         // B's commands are in its stdin before it has even connected, as with `printf … | ivshmem2 peer`.
@@ -98,6 +99,7 @@ extension LineProcess {
         #expect(try b.stop().isSuccess)
         try a.send("quit")
         #expect(try a.stop().isSuccess)
+      }
     }
 
     @Test("SRV-GONE-1, DEV-PEER-2: `ivshmem2 demo` (the README's run command) completes: state, doorbells both ways, departure")
