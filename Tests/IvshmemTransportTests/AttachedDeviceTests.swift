@@ -34,7 +34,9 @@ import Testing
             _ = b  // the last reference goes away here, without close()
         }
         #expect(a.waitForPeers(timeout: 10) { $0 == [0] }, "the server saw the dropped device hang up")
-        #expect(FileDescriptor.openCount() == before, "every descriptor of the dropped device closed")
+        // The embedded server releases its copies of the departed peer's eventfds on its own
+        // thread, possibly just after the PEER_GONE reached A.
+        #expect(eventually { FileDescriptor.openCount() == before }, "every descriptor of the dropped device closed: \(FileDescriptor.openCount() - before) more open")
     }
 
     @Test("WIRE-CLI-16, WIRE-CLI-17: a flood of bad messages from the server costs bounded memory; the link keeps working")
