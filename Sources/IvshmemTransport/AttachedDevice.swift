@@ -184,8 +184,8 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
     }
 
     /// Waits until the device has handled every event and server message that had arrived
-    /// when this was called (a barrier through the event loop, not a sleep). False on timeout
-    /// or when the link is closed.
+    /// when this was called (a barrier through the event loop, not a sleep). False on timeout,
+    /// when the link is closed, or when called from an interrupt or link-event handler.
     public func settle(timeout: Double = 10) -> Bool { link.settle(timeout: timeout) }
 
     // MARK: PeerLink

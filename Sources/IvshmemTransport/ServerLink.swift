@@ -151,8 +151,11 @@ final class ServerLink: PeerLink, @unchecked Sendable {
     /// the server had already sent. The loop sees the request on its wake fd and completes it
     /// at the end of that epoll batch, and epoll (level-triggered) reports in one batch every
     /// descriptor readable at that moment. Tests use it to say "nothing else happened" without
-    /// sleeping. Returns false on timeout or when the link is closed.
+    /// sleeping. Returns false on timeout, when the link is closed, or when called from a
+    /// handler on the loop thread itself.
     func settle(timeout: Double) -> Bool {
+        // From a handler on the loop thread the loop cannot complete the barrier: refuse.
+        if thread?.isCurrent == true { return false }
         let ticket = state.withLock { s -> Int? in
             guard !s.closed else { return nil }
             s.barrierRequested += 1
