@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ArgumentParser
 import IvshmemModel
 import IvshmemPlatform
@@ -35,7 +38,7 @@ struct PeerCommand: ParsableCommand {
     @Option(name: [.customShort("S"), .long], help: "Server socket path.") var socket: String = "/tmp/ivshmem_socket"
     @Option(help: "Behaviour profile: spec, jailhouse or qemu-rfc.") var profile: String = "spec"
     @Option(name: .customLong("spin-us"), help: "Spin this many microseconds before sleeping (0: block).") var spinMicroseconds: Int = 0
-    @Flag(help: "Do not print a prompt.") var quiet = false
+    @Flag(help: "Do not print a prompt (it is printed only when stdin is a terminal anyway).") var quiet = false
 
     func run() throws {
         try Signals.ignoreBrokenPipe()
@@ -48,8 +51,10 @@ struct PeerCommand: ParsableCommand {
         let session = try PeerSession(link: link)
         session.announce()
         var reader = LineReader(fd: .standardInput)
+        // The prompt is for a person at a terminal; piped input gets only the records.
+        let prompt = !quiet && isatty(0) == 1
         while true {
-            if !quiet { writeStdout("ivshmem2[\(link.device.id)]> ") }
+            if prompt { writeStdout("ivshmem2[\(link.device.id)]> ") }
             guard let line = try reader.next() else { break }
             if try !session.execute(line) { break }
         }
