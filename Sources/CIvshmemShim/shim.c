@@ -149,3 +149,7 @@ int ivs_guarded_load32_acquire(const void *p, uint32_t *out) {
 int ivs_guarded_store32_release(void *p, uint32_t v) {
     GUARDED(__atomic_store_n((uint32_t *)p, v, __ATOMIC_RELEASE); __atomic_thread_fence(__ATOMIC_SEQ_CST));
 }
+
+// --- Added for the server's sealed memfd ---
+unsigned int ivs_mfd_allow_sealing_flag(void) { return MFD_ALLOW_SEALING; }
+int ivs_add_seals(int fd, int seals) { return fcntl(fd, F_ADD_SEALS, seals); }

@@ -50,6 +50,10 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
     public static let nameTooLong = Errno(rawValue: ENAMETOOLONG)
     /// `EACCES`: permission denied.
     public static let permissionDenied = Errno(rawValue: EACCES)
+    /// `ELOOP`: a symbolic link where `O_NOFOLLOW` forbids one (or a loop of links).
+    public static let tooManySymbolicLinks = Errno(rawValue: ELOOP)
+    /// `EPERM`: the operation is not permitted (e.g. on a sealed memfd).
+    public static let notPermitted = Errno(rawValue: EPERM)
     /// `ENOTSOCK`: not a socket.
     public static let notASocket = Errno(rawValue: ENOTSOCK)
 

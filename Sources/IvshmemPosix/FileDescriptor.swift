@@ -186,6 +186,8 @@ public struct FileDescriptor: RawRepresentable, Hashable, Sendable, CustomString
 public struct FileStatus: Sendable, Equatable {
     public var size: Int
     public var mode: mode_t
+    /// The owner's user id.
+    public var owner: uid_t
     public var isSocket: Bool { mode & S_IFMT == S_IFSOCK }
     public var isRegularFile: Bool { mode & S_IFMT == S_IFREG }
     public var isDirectory: Bool { mode & S_IFMT == S_IFDIR }
@@ -195,5 +197,6 @@ public struct FileStatus: Sendable, Equatable {
     init(_ st: stat) {
         size = Int(st.st_size)
         mode = st.st_mode
+        owner = st.st_uid
     }
 }

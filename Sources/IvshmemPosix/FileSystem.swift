@@ -35,11 +35,6 @@ public enum FileSystem {
         return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    /// `chmod(2)`.
-    public static func changeMode(_ path: String, to mode: mode_t) throws {
-        _ = try retryingSystemCall("chmod", detail: "\(path), 0\(String(mode, radix: 8))") { chmod(path, mode) }
-    }
-
     /// Writes `bytes` to `path` (created with `mode`, truncated if present).
     public static func writeFile(_ path: String, bytes: [UInt8], mode: mode_t = 0o644) throws {
         let fd = try FileDescriptor.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: mode)
@@ -107,17 +102,44 @@ extension FileSystem {
 public enum FileLock {
     /// Opens (creating, mode 0600) and locks `path` without waiting. nil when another process
     /// holds the lock.
+    ///
+    /// `O_NOFOLLOW`: a symbolic link planted at `path` (in a shared directory like /tmp) is not
+    /// followed, so the lock never creates or opens a file elsewhere; it fails with
+    /// ``Errno/tooManySymbolicLinks``. Anything but a regular file (a FIFO, a device) fails
+    /// with ``NotARegularFile``.
     public static func tryExclusive(path: String) throws -> FileDescriptor? {
-        let fd = try FileDescriptor.open(path, flags: O_CREAT | O_RDWR | O_CLOEXEC, mode: 0o600)
+        let fd = try FileDescriptor.open(path, flags: O_CREAT | O_RDWR | O_NOFOLLOW | O_NONBLOCK, mode: 0o600)
         do {
-            _ = try retryingSystemCall("flock(LOCK_EX|LOCK_NB)", detail: path) { flock(fd.rawValue, LOCK_EX | LOCK_NB) }
+            let status = try fd.status()
+            guard status.isRegularFile else { throw NotARegularFile(path: path, mode: status.mode) }
+            guard try tryExclusive(on: fd, detail: path) else {
+                fd.closeQuietly()
+                return nil
+            }
             return fd
-        } catch let e as SystemCallError where e.errno == .wouldBlock {
-            fd.closeQuietly()
-            return nil
         } catch {
             fd.closeQuietly()
             throw error
         }
+    }
+
+    /// `flock(LOCK_EX | LOCK_NB)` on an open descriptor: true when locked, false when another
+    /// open file description holds the lock. The lock belongs to the open file description, so
+    /// it is shared by every copy passed to another process: lock a private one
+    /// (``FileDescriptor/reopen(flags:)``) when copies are handed out.
+    public static func tryExclusive(on fd: FileDescriptor, detail: String? = nil) throws -> Bool {
+        do {
+            _ = try retryingSystemCall("flock(LOCK_EX|LOCK_NB)", detail: detail ?? fd.description) { flock(fd.rawValue, LOCK_EX | LOCK_NB) }
+            return true
+        } catch let e as SystemCallError where e.errno == .wouldBlock {
+            return false
+        }
+    }
+
+    /// A lock path that holds something other than a regular file.
+    public struct NotARegularFile: Error, CustomStringConvertible, Sendable {
+        public var path: String
+        public var mode: mode_t
+        public var description: String { "\(path) is not a regular file (mode 0\(String(mode, radix: 8))); refusing to use it as a lock file" }
     }
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CIvshmemShim
 
 /// A shared (`MAP_SHARED`) mapping of a file descriptor, unmapped when the object goes away.
 ///
@@ -33,6 +34,15 @@ public final class MemoryMapping: @unchecked Sendable {
 
     /// The mapping as a buffer.
     public var bytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: base, count: size) }
+
+    /// Stores `value` at `offset` (release ordering, then a full fence), or returns false
+    /// without storing when the page is gone: the file behind the mapping was truncated below
+    /// `offset` by another process, and the access raised SIGBUS, which is caught here instead
+    /// of ending the process. For memory other processes can truncate (a POSIX object, a file).
+    public func storeGuarded(_ value: UInt32, at offset: Int) -> Bool {
+        precondition(offset >= 0 && offset + 4 <= size && offset % 4 == 0, "aligned 32-bit store inside the mapping")
+        return ivs_guarded_store32_release(base + offset, value) == 0
+    }
 
     deinit {
         munmap(base, size)

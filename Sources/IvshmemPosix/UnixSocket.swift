@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CIvshmemShim
+import Synchronization
 
 /// A UNIX socket path that does not fit `sun_path`.
 public struct UnixSocketPathError: Error, CustomStringConvertible, Sendable {
@@ -30,20 +31,29 @@ public enum UnixSocket {
         case notASocket
     }
 
-    /// A stream socket bound to `path` and listening; its permissions are set to `mode`
-    /// (between bind and listen, so no client connects before they are right).
+    /// A stream socket bound to `path` and listening, created with permissions `mode`.
+    ///
+    /// The mode is set by the umask during `bind` (which creates the file as 0777 & ~umask),
+    /// not by a `chmod` of the path afterwards: between `bind` and a `chmod` another user could
+    /// replace the socket file by a symbolic link (in a shared directory like /tmp), and the
+    /// `chmod` would change the link's target. The umask is process-wide, so it is changed
+    /// under a lock (one bind at a time in this process) and restored at once; a file another
+    /// thread creates in those microseconds gets the same restriction.
     public static func listen(path: String, backlog: Int32 = 128, mode: mode_t = 0o600, nonBlocking: Bool = true) throws -> FileDescriptor {
         var address = try makeAddress(path)
         let fd = try makeSocket(nonBlocking: nonBlocking)
         do {
-            _ = try retryingSystemCall("bind", detail: path) {
-                withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        bind(fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            try umaskLock.withLock { _ in
+                let previous = umask(~mode & 0o777)
+                defer { umask(previous) }
+                _ = try retryingSystemCall("bind", detail: path) {
+                    withUnsafePointer(to: &address) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                            bind(fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                        }
                     }
                 }
             }
-            try FileSystem.changeMode(path, to: mode)
             _ = try retryingSystemCall("listen", detail: path) { Glibc.listen(fd.rawValue, backlog) }
         } catch {
             fd.closeQuietly()
@@ -51,6 +61,9 @@ public enum UnixSocket {
         }
         return fd
     }
+
+    /// Serialises this process's temporary umask changes (``listen(path:backlog:mode:nonBlocking:)``).
+    private static let umaskLock = Mutex(())
 
     /// A stream socket connected to `path` (blocking unless `nonBlocking`).
     public static func connect(path: String, nonBlocking: Bool = false) throws -> FileDescriptor {

@@ -30,6 +30,7 @@ extension IvshmemServer {
     /// free the spare descriptor, accept and close the connection, take the spare back.
     private func refuseAtDescriptorLimit(_ error: SystemCallError) {
         logger.error("cannot accept a connection: out of file descriptors; refusing it", metadata: ["error": "\(error)"])
+        dropHeaviestNonReader(because: "the server ran out of descriptors")
         count(refused: 1)
         spareDescriptor?.closeQuietly()
         spareDescriptor = nil
@@ -39,6 +40,13 @@ extension IvshmemServer {
 
     /// The connect sequence (WIRE-SEQ-1 … WIRE-SEQ-5) for a newly accepted socket.
     private func admit(_ socket: FileDescriptor) {
+        // SRV-SHM-6: the size INIT implies is the configured one, whatever a peer did to it.
+        guard checkSharedMemorySize(before: "INIT") else {
+            logger.error("refusing connection: the shared memory does not have its configured size")
+            socket.closeQuietly()
+            count(refused: 1)
+            return
+        }
         // SRV-ID-2: no free id: close without sending anything, keep serving the others.
         guard let id = ids.allocate() else {
             logger.warning("refusing connection: all peer ids are taken", metadata: ["maxPeers": "\(configuration.maxPeers)"])
@@ -54,6 +62,7 @@ extension IvshmemServer {
             }
         } catch {
             logger.error("refusing connection: cannot create eventfds", metadata: ["id": "\(id)", "error": "\(error)"])
+            dropHeaviestNonReader(because: "the server could not create eventfds")
             eventFDs.removeAll()
             socket.closeQuietly()
             ids.release(id)
@@ -100,13 +109,21 @@ extension IvshmemServer {
         logger.info("peer joined", metadata: ["id": "\(id)", "peers": "\(peers.count)"])
     }
 
-    /// Queues a message; a peer whose queue passes the limit is dropped (SRV-IO-1).
+    /// Queues a message; a peer whose queue passes a limit — messages (SRV-IO-1) or
+    /// descriptors (SRV-IO-4) — is dropped as one that does not read, so that it costs the
+    /// others nothing.
     func enqueue(_ message: OutgoingMessage, to peer: Peer) {
         guard !peer.departing else { return }
-        if peer.queue.count >= configuration.effectiveQueueLimit {
-            if !departures.contains(where: { $0.0 === peer }) {
-                departures.append((peer, "outgoing queue reached \(configuration.effectiveQueueLimit) messages (peer does not read)"))
-            }
+        let messageLimit = configuration.effectiveQueueLimit
+        let descriptorLimit = configuration.effectiveQueueDescriptorLimit
+        var overflow: String?
+        if peer.queue.count >= messageLimit {
+            overflow = "outgoing queue reached \(messageLimit) messages (peer does not read)"
+        } else if peer.queue.descriptorCount + message.fds.count > descriptorLimit {
+            overflow = "outgoing queue reached \(descriptorLimit) descriptors (peer does not read)"
+        }
+        if let overflow {
+            if !departures.contains(where: { $0.0 === peer }) { departures.append((peer, overflow)) }
             return
         }
         let wasEmpty = peer.queue.isEmpty
@@ -157,7 +174,10 @@ extension IvshmemServer {
         peer.socket.closeQuietly()  // also removes it from epoll
         peersBySerial[peer.serial] = nil
         if let index = peers.firstIndex(where: { $0 === peer }) { peers.remove(at: index) }
-        sharedMemory.clearState(ofPeer: peer.id)
+        _ = checkSharedMemorySize(before: "clearing the State Table entry of peer \(peer.id)")
+        if !sharedMemory.clearState(ofPeer: peer.id) {
+            logger.error("could not zero the State Table entry: the shared memory shrank under it (a peer truncated it)", metadata: ["id": "\(peer.id)"])
+        }
         let gone = OutgoingMessage(.peerGone(id: peer.id), attachment: nil)
         for other in peers {
             enqueue(gone, to: other)
@@ -168,5 +188,39 @@ extension IvshmemServer {
         publish()
         count(departed: 1)
         logger.info("peer left", metadata: ["id": "\(peer.id)", "reason": "\(reason)", "peers": "\(peers.count)"])
+    }
+}
+
+extension IvshmemServer {
+    /// SRV-SHM-6: puts the shared memory back to its configured size when a peer changed it
+    /// (only a POSIX object or a file can change; a memfd is sealed, SRV-SHM-5), and logs
+    /// it. False when the size is wrong and could not be restored.
+    func checkSharedMemorySize(before action: String) -> Bool {
+        switch sharedMemory.ensureConfiguredSize() {
+        case .intact:
+            return true
+        case .restored(let found):
+            logger.error("the shared memory was resized by a peer; restored its configured size (content beyond the smaller size is lost)", metadata: [
+                "found": "\(found)", "size": "\(sharedMemory.size)", "before": "\(action)",
+            ])
+            return true
+        case .failed(let found, let error):
+            logger.error("the shared memory was resized by a peer and cannot be restored", metadata: [
+                "found": "\(found.map { "\($0)" } ?? "unknown")", "size": "\(sharedMemory.size)", "before": "\(action)", "error": "\(error)",
+            ])
+            return false
+        }
+    }
+
+    /// At the descriptor limit, the descriptors a non-reader keeps queued are the ones to give
+    /// back (SRV-IO-4): the peer holding the most, if it holds any beyond what it waits for in
+    /// a normal set-up, is dropped before anyone else is refused again.
+    func dropHeaviestNonReader(because reason: String) {
+        let setup = 1 + configuration.maxPeers * max(configuration.vectors, 1)
+        guard let heaviest = peers.filter({ !$0.departing }).max(by: { $0.queue.descriptorCount < $1.queue.descriptorCount }),
+              UInt64(heaviest.queue.descriptorCount) > setup,
+              !departures.contains(where: { $0.0 === heaviest })
+        else { return }
+        departures.append((heaviest, "\(reason) while it held \(heaviest.queue.descriptorCount) descriptors in its queue (peer does not read)"))
     }
 }

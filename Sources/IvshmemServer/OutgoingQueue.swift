@@ -26,12 +26,15 @@ struct OutgoingQueue {
     private var head = 0
     /// Bytes of the head message already sent (its descriptor went with the first of them).
     private var headOffset = 0
+    /// Descriptors referenced by the messages still queued (SRV-IO-4).
+    private(set) var descriptorCount = 0
 
     var count: Int { messages.count - head }
     var isEmpty: Bool { count == 0 }
 
     mutating func append(_ message: OutgoingMessage) {
         messages.append(message)
+        descriptorCount += message.fds.count
     }
 
     /// What stopped a flush.
@@ -60,6 +63,7 @@ struct OutgoingQueue {
                 headOffset += n
                 if headOffset >= item.bytes.count {
                     sent(item)
+                    descriptorCount -= item.fds.count
                     messages[head] = nil  // release the descriptor now
                     head += 1
                     headOffset = 0
@@ -82,5 +86,6 @@ struct OutgoingQueue {
         messages.removeAll()
         head = 0
         headOffset = 0
+        descriptorCount = 0
     }
 }

@@ -50,6 +50,9 @@ public struct ServerConfiguration: Equatable, Sendable {
     /// Messages a peer may have waiting before it is dropped as one that never reads
     /// (SRV-IO-1). Nil: ``defaultQueueLimit``.
     public var queueLimit: Int? = nil
+    /// Descriptors a peer may have waiting in its queue before it is dropped as one that does
+    /// not read (SRV-IO-4). Nil: ``effectiveQueueDescriptorLimit``'s default.
+    public var queueDescriptorLimit: Int? = nil
 
     public init() {}
 
@@ -60,6 +63,18 @@ public struct ServerConfiguration: Equatable, Sendable {
         if let queueLimit { return queueLimit }
         let (burst, overflow) = maxPeers.multipliedReportingOverflow(by: max(vectors, 1))
         return overflow ? Int.max : Int(min(burst, UInt64(Int.max / 2))) + 1 + 65536
+    }
+
+    /// The descriptor limit in force (SRV-IO-4): the set-up burst (INIT's shared memory and
+    /// every peer's eventfds, 1 + max peers × vectors) plus 1024 more. Queued descriptors of
+    /// connected peers cost the server nothing (it holds them anyway), but each one of a
+    /// departed peer keeps an eventfd open in the server until the message is sent: without a
+    /// bound, one peer that never reads while others come and go exhausts the server's
+    /// descriptors and every newcomer is refused.
+    public var effectiveQueueDescriptorLimit: Int {
+        if let queueDescriptorLimit { return queueDescriptorLimit }
+        let (burst, overflow) = maxPeers.multipliedReportingOverflow(by: max(vectors, 1))
+        return overflow ? Int.max : Int(min(burst, UInt64(Int.max / 2))) + 1 + 1024
     }
 
     /// Whether the protocol is a virtio one (SRV-VIRTIO-1).
@@ -113,6 +128,12 @@ public struct ServerConfiguration: Equatable, Sendable {
         }
         guard outputSectionSize % page == 0 else {
             throw ConfigurationError(option: "-o/--output-section-size", message: "the output section size must be a multiple of the \(page)-byte page size, got \(outputSectionSize)")
+        }
+        if let queueDescriptorLimit {
+            let setup = 1 + UInt64(maxPeers) * vectors
+            guard queueDescriptorLimit >= 0, UInt64(queueDescriptorLimit) >= setup else {
+                throw ConfigurationError(option: "--queue-fd-limit", message: "a peer's queue must hold at least its set-up (1 + max peers × vectors = \(setup) descriptors), got \(queueDescriptorLimit)")
+            }
         }
         guard mode & ~0o777 == 0 else {
             throw ConfigurationError(option: "--mode", message: "the mode must be permission bits (at most 0777), got 0\(String(mode, radix: 8))")

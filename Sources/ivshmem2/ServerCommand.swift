@@ -75,6 +75,10 @@ struct ServerCommand: ParsableCommand {
     @Option(name: .customLong("mode"), help: "Permissions (octal) of the socket and of a named or file-backed shared memory.")
     var mode: String = "0600"
 
+    @Option(name: .customLong("queue-fd-limit"),
+            help: "Descriptors a peer may have waiting before it is dropped as one that does not read (default: 1 + max peers × vectors + 1024).")
+    var queueDescriptorLimit: Int?
+
     /// Set by the detaching parent: the child writes "ok" here once it listens.
     @Option(name: .customLong("ready-fd"), help: .hidden)
     var readyFD: Int32?
@@ -104,6 +108,7 @@ struct ServerCommand: ParsableCommand {
             throw ValidationError("--mode: cannot parse '\(mode)': expected octal permissions like 0600 or 0660")
         }
         config.mode = mode_t(modeBits)
+        config.queueDescriptorLimit = queueDescriptorLimit
         do {
             _ = try config.validate()
         } catch {

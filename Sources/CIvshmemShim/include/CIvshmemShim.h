@@ -81,4 +81,15 @@ int ivs_guarded_copy(void *dst, const void *src, size_t n);
 int ivs_guarded_load32_acquire(const void *p, uint32_t *out);
 int ivs_guarded_store32_release(void *p, uint32_t v);
 
+// --- Added for the server's sealed memfd ---
+
+/// MFD_ALLOW_SEALING, for ivs_memfd_create: without it a memfd can never be sealed.
+unsigned int ivs_mfd_allow_sealing_flag(void);
+/// fcntl(fd, F_ADD_SEALS, seals): -1 with errno EPERM once F_SEAL_SEAL is set, EINVAL for a
+/// file that cannot carry seals.
+int ivs_add_seals(int fd, int seals);
+/// F_SEAL_SEAL, F_SEAL_WRITE.
+static inline int ivs_seal_seal(void) { return 0x0001; }
+static inline int ivs_seal_write(void) { return 0x0008; }
+
 #endif
