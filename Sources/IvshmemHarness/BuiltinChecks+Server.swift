@@ -206,7 +206,7 @@ extension FDWireClient {
 
 extension BuiltinChecks {
     /// Built-in conformance checks for the server requirements that scripts cannot express.
-    static let serverChecks: [BuiltinCheck] = serverConfigChecks + serverFileChecks + serverPeerChecks + [referenceCheck]
+    static let serverChecks: [BuiltinCheck] = serverConfigChecks + serverFileChecks + serverPeerChecks + serverHostileChecks + [referenceCheck]
 
     // MARK: - Configuration (SRV-CFG-*, SRV-VIRTIO-2)
 

@@ -66,15 +66,17 @@ public struct ServerConfiguration: Equatable, Sendable {
     }
 
     /// The descriptor limit in force (SRV-IO-4): the set-up burst (INIT's shared memory and
-    /// every peer's eventfds, 1 + max peers × vectors) plus 1024 more. Queued descriptors of
+    /// every peer's eventfds, 1 + max peers × vectors) plus 4096 more. Queued descriptors of
     /// connected peers cost the server nothing (it holds them anyway), but each one of a
     /// departed peer keeps an eventfd open in the server until the message is sent: without a
     /// bound, one peer that never reads while others come and go exhausts the server's
-    /// descriptors and every newcomer is refused.
+    /// descriptors and every newcomer is refused. 4096 lets a slow reader fall thousands of
+    /// joins and departures behind (SRV-IO-2) while a handful of non-readers stay well below
+    /// a usual limit of 20,000 or more descriptors; past it, the heaviest goes first.
     public var effectiveQueueDescriptorLimit: Int {
         if let queueDescriptorLimit { return queueDescriptorLimit }
         let (burst, overflow) = maxPeers.multipliedReportingOverflow(by: max(vectors, 1))
-        return overflow ? Int.max : Int(min(burst, UInt64(Int.max / 2))) + 1 + 1024
+        return overflow ? Int.max : Int(min(burst, UInt64(Int.max / 2))) + 1 + 4096
     }
 
     /// Whether the protocol is a virtio one (SRV-VIRTIO-1).

@@ -76,7 +76,7 @@ struct ServerCommand: ParsableCommand {
     var mode: String = "0600"
 
     @Option(name: .customLong("queue-fd-limit"),
-            help: "Descriptors a peer may have waiting before it is dropped as one that does not read (default: 1 + max peers × vectors + 1024).")
+            help: "Descriptors a peer may have waiting before it is dropped as one that does not read (default: 1 + max peers × vectors + 4096).")
     var queueDescriptorLimit: Int?
 
     /// Set by the detaching parent: the child writes "ok" here once it listens.

@@ -134,3 +134,49 @@ enum DescriptorCount {
         return now
     }
 }
+
+/// Resource figures of another process, from /proc: what the hostile-peer and churn tests
+/// compare before and after.
+struct ProcessResources: Equatable, CustomStringConvertible {
+    /// Open descriptors (entries of /proc/PID/fd).
+    var descriptors: Int
+    /// Resident set size in KiB (VmRSS of /proc/PID/status).
+    var residentKiB: Int
+
+    static func of(_ pid: pid_t) -> ProcessResources {
+        let descriptors = ((try? FileSystem.listDirectory("/proc/\(pid)/fd")) ?? []).count
+        let status = (try? FileSystem.readFile("/proc/\(pid)/status")).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let rss = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }
+            .flatMap { line in line.split(whereSeparator: \.isWhitespace).dropFirst().first.flatMap { Int($0) } } ?? -1
+        return ProcessResources(descriptors: descriptors, residentKiB: rss)
+    }
+
+    var description: String { "\(descriptors) fds, VmRSS \(residentKiB) KiB" }
+}
+
+extension ServerProcess {
+    /// The server's descriptors and memory now.
+    var resources: ProcessResources { ProcessResources.of(process.pid) }
+
+    /// Waits (up to `timeout` s) until the server holds `baseline` descriptors again — it
+    /// frees a departed peer's after handling the hang-up — and returns the last count.
+    func descriptorsSettle(to baseline: Int, timeout: Double = 10) -> Int {
+        let deadline = Monotonic.now() + timeout
+        var now = resources.descriptors
+        while now != baseline && Monotonic.now() < deadline {
+            Monotonic.sleep(seconds: 0.01)
+            now = resources.descriptors
+        }
+        return now
+    }
+
+    /// Waits (up to `timeout` s) until the log contains `text`.
+    func logSettles(containing text: String, timeout: Double = 10) -> Bool {
+        let deadline = Monotonic.now() + timeout
+        while !log.contains(text) {
+            if Monotonic.now() >= deadline { return false }
+            Monotonic.sleep(seconds: 0.01)
+        }
+        return true
+    }
+}

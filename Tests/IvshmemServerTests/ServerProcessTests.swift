@@ -154,7 +154,7 @@ struct ServerProcessTests {
             let sock = scratch.file("sock")
             let name = uniqueShmName("stale")
             // A leftover object full of old content.
-            let old = try SharedMemory.openNamed(name, size: 256 << 10, mode: 0o644)
+            let old = try SharedMemory.openNamed(name, size: 256 << 10, mode: 0o600)  // ours and private (SRV-SHM-7)
             do {
                 let map = try MemoryMapping(fd: old, size: 256 << 10)
                 for offset in stride(from: 0, to: 256 << 10, by: 4) { map.store32(0xDEAD_BEEF, at: offset) }
