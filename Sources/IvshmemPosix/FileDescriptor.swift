@@ -151,6 +151,16 @@ public struct FileDescriptor: RawRepresentable, Hashable, Sendable, CustomString
         return n > 0 && pfd.revents & Int16(POLLOUT) != 0
     }
 
+    /// The indices of `descriptors` that are readable, hung up or in error right now
+    /// (`poll(2)` with a zero timeout, one call for all of them).
+    public static func readyForReading(_ descriptors: [FileDescriptor]) throws -> [Int] {
+        guard !descriptors.isEmpty else { return [] }
+        var pfds = descriptors.map { pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0) }
+        let n = try retryingSystemCall("poll", detail: "\(descriptors.count) descriptors") { poll(&pfds, nfds_t(pfds.count), 0) }
+        guard n > 0 else { return [] }
+        return pfds.indices.filter { pfds[$0].revents != 0 }
+    }
+
     // MARK: Accounting
 
     /// How many descriptors this process has open (entries of `/proc/self/fd`, not counting

@@ -48,7 +48,7 @@ extension IvshmemServer {
             return
         }
         // SRV-ID-2: no free id: close without sending anything, keep serving the others.
-        guard let id = ids.allocate() else {
+        guard let id = allocateID() else {
             logger.warning("refusing connection: all peer ids are taken", metadata: ["maxPeers": "\(configuration.maxPeers)"])
             socket.closeQuietly()
             count(refused: 1)
@@ -107,6 +107,21 @@ extension IvshmemServer {
         peers.append(newcomer)
         publish()
         logger.info("peer joined", metadata: ["id": "\(id)", "peers": "\(peers.count)"])
+    }
+
+    /// The lowest free id (SRV-ID-1). When none is free, a peer may have hung up already
+    /// without the loop having seen it yet — a peer that closes and at once reconnects, while
+    /// the server is still accepting, or in the same wake-up — so every peer socket is polled
+    /// once and those that hung up (or sent data, SRV-GONE-1) are freed first: only a server
+    /// that is really full refuses the newcomer (SRV-ID-2).
+    private func allocateID() -> UInt32? {
+        if let id = ids.allocate() { return id }
+        let candidates = peers.filter { peer in !peer.departing && !departures.contains { $0.0 === peer } }
+        let ready = (try? FileDescriptor.readyForReading(candidates.map(\.socket))) ?? []
+        for index in ready { departures.append((candidates[index], "hang-up (found when a newcomer needed its id)")) }
+        guard !departures.isEmpty else { return nil }
+        settle()
+        return ids.allocate()
     }
 
     /// Queues a message; a peer whose queue passes a limit — messages (SRV-IO-1) or

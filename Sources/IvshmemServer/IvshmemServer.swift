@@ -142,10 +142,11 @@ public final class IvshmemServer: @unchecked Sendable {
         defer { shutdown() }
         while !lifecycle.withLock({ $0.stopRequested }) {
             let timeout: Int32 = retryLater.isEmpty ? -1 : 10
+            var connectionsPending = false
             try epoll.wait(timeoutMilliseconds: timeout) { token, events in
                 switch token {
                 case Self.listenerToken:
-                    acceptPending()
+                    connectionsPending = true
                 case Self.wakeToken:
                     _ = try? wake.consume()
                     lifecycle.withLock { state in
@@ -160,6 +161,14 @@ public final class IvshmemServer: @unchecked Sendable {
                 retryLater.removeAll()
             }
             settle()
+            // Accept only after the departures of the same wake-up are freed: a peer that
+            // closes and at once reconnects (or a newcomer right behind a departure) finds
+            // the departed peer's id free (SRV-ID-1) instead of a full server (SRV-ID-2),
+            // whatever order epoll reported the hang-up and the connection in.
+            if connectionsPending {
+                acceptPending()
+                settle()
+            }
         }
     }
 

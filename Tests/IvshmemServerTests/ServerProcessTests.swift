@@ -258,6 +258,31 @@ struct ServerProcessTests {
         }
     }
 
+    @Test("SRV-ID-1, SRV-ID-2: a peer that leaves and at once reconnects to a full server gets its id back every time, never a refusal")
+    func reconnectRightAfterLeaving() throws {
+        try expectNoDescriptorLeak {
+            let scratch = try ScratchDirectory()
+            let sock = scratch.file("sock")
+            let server = try ServerProcess(arguments: ["-F", "-S", sock, "-n", "2", "-V", "1", "-l", "64K"], socketPath: sock, scratch: scratch)
+            let a = try RawClient(name: "A", path: sock)
+            try a.receive(2)
+            var b = try RawClient(name: "B0", path: sock)
+            try b.receive(3)
+            try a.receive(1)
+            // The hang-up and the new connection often reach the server in one wake-up.
+            for i in 1...300 {
+                b.close()
+                b = try RawClient(name: "B\(i)", path: sock)
+                try b.receive(3)  // throws when the server refused it
+                #expect(b.initial?.id == 1)
+                #expect(try a.receive(2).decoded(firstIsInitial: false) == [.peerGone(id: 1), .eventFD(id: 1, vector: 0)])
+            }
+            b.close(); a.close()
+            #expect(!server.log.contains("refusing connection"), "\(server.log)")
+            #expect(try server.terminate() == .exited(0))
+        }
+    }
+
     @Test("SRV-IO-1, SRV-IO-2: a peer that never reads stalls nobody, and later gets every message in order")
     func peerThatNeverReads() throws {
         try expectNoDescriptorLeak {
