@@ -11,7 +11,7 @@ extension BuiltinChecks {
         BuiltinCheck(name: "server-memfd-sealed", summary: "the memfd's size is sealed: a peer can neither truncate nor grow it nor change the seals") { ctx in
             try ServerCheckSupport.expectAccepted(ctx, ["--memfd", "-l", "64K"], requirement: "SRV-SHM-5") { _, c in
                 let fd = c.kept[0]
-                let seals = try fd.seals()
+                let seals = try IvshmemPosix.SharedMemory.seals(of: fd)
                 try require(seals.isSuperset(of: [.shrink, .grow, .seal]), "seals shrink|grow|seal on the INIT fd", "\(seals)")
                 for size in [0, 1 << 40] {
                     let refused = (try? fd.truncate(to: size)) == nil

@@ -63,7 +63,7 @@ struct HostilePeerTests {
             let hostile = try RawClient(name: "hostile", path: sock)
             try hostile.receive(3)
             let memory = try #require(hostile.sharedMemory)
-            let seals = try memory.seals()
+            let seals = try SharedMemory.seals(of: memory)
             #expect(seals.isSuperset(of: [.shrink, .grow, .seal]), "seals: \(seals)")
             for size in [0, 4096, 1 << 40] {
                 #expect(throws: SystemCallError.self, "ftruncate to \(size) must fail") { try memory.truncate(to: size) }
@@ -350,7 +350,7 @@ struct HostilePeerTests {
     // MARK: Churn
 
     @Test("SRV-GONE-2, SRV-GONE-3, SRV-GONE-4, SRV-ID-1: churn with 8 live peers: descriptors, memory and the ID set return to baseline; every departed entry is 0 before its PEER_GONE")
-    func churn() throws {
+    func serverChurn() throws {
         // IVSHMEM2_CHURN_CYCLES: 300 by default; `make stress` runs 10,000.
         let cycles = getenv("IVSHMEM2_CHURN_CYCLES").flatMap { Int(String(cString: $0)) } ?? 300
         try expectNoDescriptorLeak {
