@@ -27,14 +27,20 @@ extension IvshmemServer {
     }
 
     /// At the descriptor limit a pending connection would keep the listener readable forever:
-    /// free the spare descriptor, accept and close the connection, take the spare back.
+    /// free the spare descriptor, accept and close the connection, take the spare back. Linux
+    /// reports EMFILE before it looks for a connection, so there may be none: then nobody is
+    /// refused. Either way the peer holding the most queued descriptors goes (SRV-IO-4).
     private func refuseAtDescriptorLimit(_ error: SystemCallError) {
-        logger.error("cannot accept a connection: out of file descriptors; refusing it", metadata: ["error": "\(error)"])
         dropHeaviestNonReader(because: "the server ran out of descriptors")
-        count(refused: 1)
         spareDescriptor?.closeQuietly()
         spareDescriptor = nil
-        if let socket = try? UnixSocket.accept(listener, nonBlocking: true) { socket.closeQuietly() }
+        if let socket = try? UnixSocket.accept(listener, nonBlocking: true) {
+            logger.error("cannot accept a connection: out of file descriptors; refusing it", metadata: ["error": "\(error)"])
+            socket.closeQuietly()
+            count(refused: 1)
+        } else {
+            logger.error("out of file descriptors", metadata: ["error": "\(error)"])
+        }
         spareDescriptor = try? FileDescriptor.open("/dev/null", flags: O_RDONLY)
     }
 

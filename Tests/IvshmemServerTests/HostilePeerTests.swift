@@ -217,6 +217,63 @@ struct HostilePeerTests {
         }
     }
 
+    @Test("SRV-IO-4: at the server's descriptor limit the peer holding the most queued descriptors is dropped first; newcomers are served again")
+    func heaviestNonReaderDroppedAtProcessLimit() throws {
+        let prlimit = "/usr/bin/prlimit"
+        try #require(try FileSystem.status(ofPath: prlimit) != nil, "util-linux prlimit runs the server with a low descriptor limit")
+        try expectNoDescriptorLeak {
+            let scratch = try ScratchDirectory()
+            let sock = scratch.file("sock")
+            let vectors = 2, live = 8
+            // A per-peer bound out of reach: only the process limit (64) can stop the growth.
+            let server = try ServerProcess(arguments: ["-F", "-S", sock, "-n", "\(live + 2)", "-V", "\(vectors)", "-l", "1M", "--queue-fd-limit", "100000"],
+                                           socketPath: sock, scratch: scratch, launcher: [prlimit, "--nofile=64:64"])
+            let silent = try RawClient(name: "silent", path: sock, keepDescriptors: false)  // id 0, never reads
+            var peers: [RawClient] = []
+            for i in 0..<live {
+                let peer = try RawClient(name: "live\(i)", path: sock)
+                try peer.receive(1 + vectors * (i + 2))
+                for earlier in peers { try earlier.receive(vectors) }
+                peers.append(peer)
+            }
+            let before = server.resources
+            var cycles = 0, dropped = false
+            // Every departed churner leaves its 2 eventfds in the silent peer's queue, until the
+            // server runs out of descriptors (at accept or at eventfd creation) and drops it.
+            while !dropped && cycles < 1000 {
+                cycles += 1
+                let churner = try RawClient(name: "churn\(cycles)", path: sock, keepDescriptors: false)
+                let gone: UInt32?
+                do {
+                    try churner.receive(1)
+                    gone = churner.initial?.id
+                } catch RawClient.ClientError.hungUp(let got) where got.isEmpty {
+                    gone = nil  // refused for want of descriptors
+                }
+                churner.close()
+                for peer in peers {
+                    while true {
+                        let m = try #require(try peer.receive(1).decoded(firstIsInitial: false).first)
+                        if m == .peerGone(id: 0) { dropped = true }
+                        if let gone, m == .peerGone(id: gone) { break }
+                        if gone == nil && dropped { break }
+                    }
+                }
+            }
+            #expect(dropped, "the silent peer was dropped when the server ran out of descriptors (after \(cycles) cycles)")
+            #expect(try silent.waitForHangUp(timeout: 10))
+            silent.close()
+            #expect(server.log.contains("ran out of descriptors while it held"), "\(server.log)")
+            let expected = before.descriptors - 1 - vectors
+            let settled = server.descriptorsSettle(to: expected)
+            print("descriptor limit 64: server \(before) with the silent peer; dropped after \(cycles) cycles; \(settled) fds after the drop (expected \(expected))")
+            #expect(settled == expected)
+            try expectServed(by: server, vectors: vectors, live: peers, tag: "after the drop")
+            for peer in peers { peer.close() }
+            #expect(try server.terminate() == .exited(0))
+        }
+    }
+
     // MARK: Item 3: files
 
     @Test("SRV-SOCK-3: a symbolic link planted at <socket>.lock is not followed: the server refuses, names it, and creates nothing at the target")

@@ -373,6 +373,7 @@ struct ServerProcessTests {
                 (["-l", "1M", "-n", "4", "-o", "256K"], "-l/--size"),
                 (["-o", "100"], "-o/--output-section-size"),
                 (["--mode", "999"], "--mode"),
+                (["-n", "4", "-V", "2", "--queue-fd-limit", "8"], "--queue-fd-limit"),
                 (["-M", "name", "-m", scratch.path], "-M/--shm-name"),
                 (["-M", "a/b"], "-M/--shm-name"),
                 (["-S", longPath], longPath),
