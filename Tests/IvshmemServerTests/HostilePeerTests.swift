@@ -162,6 +162,19 @@ struct HostilePeerTests {
 
     // MARK: Item 2: descriptors held for a peer that never reads
 
+    /// Connects a peer that never reads (id 0), then `live` peers that read their set-up.
+    func silentAndLivePeers(_ sock: String, live: Int, vectors: Int) throws -> (RawClient, [RawClient]) {
+        let silent = try RawClient(name: "silent", path: sock, keepDescriptors: false)
+        var peers: [RawClient] = []
+        for i in 0..<live {
+            let peer = try RawClient(name: "live\(i)", path: sock)
+            try peer.receive(1 + vectors * (i + 2))
+            for earlier in peers { try earlier.receive(vectors) }
+            peers.append(peer)
+        }
+        return (silent, peers)
+    }
+
     @Test("SRV-IO-4, SRV-IO-1: a peer that never reads while 8 others join and leave is dropped at its descriptor limit (given, and the default); the server's descriptors return to baseline", arguments: [100, nil] as [Int?])
     func nonReaderDroppedAtDescriptorLimit(limit: Int?) throws {
         try expectNoDescriptorLeak {
@@ -171,14 +184,7 @@ struct HostilePeerTests {
             let server = try ServerProcess(arguments: ["-F", "-S", sock, "-n", "\(live + 2)", "-V", "\(vectors)", "-l", "1M"] + (limit.map { ["--queue-fd-limit", "\($0)"] } ?? []),
                                            socketPath: sock, scratch: scratch)
             let effective = limit ?? 1 + (live + 2) * vectors + 4096
-            let silent = try RawClient(name: "silent", path: sock, keepDescriptors: false)  // id 0, never reads
-            var peers: [RawClient] = []
-            for i in 0..<live {
-                let peer = try RawClient(name: "live\(i)", path: sock)
-                try peer.receive(1 + vectors * (i + 2))
-                for earlier in peers { try earlier.receive(vectors) }
-                peers.append(peer)
-            }
+            let (silent, peers) = try silentAndLivePeers(sock, live: live, vectors: vectors)
             let before = server.resources
             var peak = before.descriptors
             let churnID = UInt32(live + 1)
@@ -228,14 +234,7 @@ struct HostilePeerTests {
             // A per-peer bound out of reach: only the process limit (64) can stop the growth.
             let server = try ServerProcess(arguments: ["-F", "-S", sock, "-n", "\(live + 2)", "-V", "\(vectors)", "-l", "1M", "--queue-fd-limit", "100000"],
                                            socketPath: sock, scratch: scratch, launcher: [prlimit, "--nofile=64:64"])
-            let silent = try RawClient(name: "silent", path: sock, keepDescriptors: false)  // id 0, never reads
-            var peers: [RawClient] = []
-            for i in 0..<live {
-                let peer = try RawClient(name: "live\(i)", path: sock)
-                try peer.receive(1 + vectors * (i + 2))
-                for earlier in peers { try earlier.receive(vectors) }
-                peers.append(peer)
-            }
+            let (silent, peers) = try silentAndLivePeers(sock, live: live, vectors: vectors)
             let before = server.resources
             var cycles = 0, dropped = false
             // Every departed churner leaves its 2 eventfds in the silent peer's queue, until the
