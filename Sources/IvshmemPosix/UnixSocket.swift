@@ -38,7 +38,8 @@ public enum UnixSocket {
     /// replace the socket file by a symbolic link (in a shared directory like /tmp), and the
     /// `chmod` would change the link's target. The umask is process-wide, so it is changed
     /// under a lock (one bind at a time in this process) and restored at once; a file another
-    /// thread creates in those microseconds gets the same restriction.
+    /// thread of an embedding process creates in those microseconds gets this umask instead
+    /// of its own.
     public static func listen(path: String, backlog: Int32 = 128, mode: mode_t = 0o600, nonBlocking: Bool = true) throws -> FileDescriptor {
         var address = try makeAddress(path)
         let fd = try makeSocket(nonBlocking: nonBlocking)

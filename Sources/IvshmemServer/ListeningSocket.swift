@@ -15,10 +15,11 @@ public struct SocketPathError: Error, CustomStringConvertible, Sendable {
 /// stale socket file with a log line (SRV-SOCK-2), never remove anything that is not a socket.
 ///
 /// A running ivshmem2 server holds an flock on `<socket>.lock` (opened without following a
-/// symbolic link, SRV-SOCK-3), so a second one can tell it is there without connecting (a connection would be a real peer: every attached device would see
-/// it join and leave). Only when no ivshmem2 server holds the lock is the socket probed by
-/// connecting, which finds other servers (e.g. the reference one). The socket is created with
-/// its final mode (SRV-SOCK-4): no `chmod` through a path someone could swap.
+/// symbolic link, SRV-SOCK-3), so a second one can tell it is there without connecting (a
+/// connection would be a real peer: every attached device would see it join and leave). Only
+/// when no ivshmem2 server holds the lock is the socket probed by connecting, which finds
+/// other servers (e.g. the reference one). The socket is created with its final mode
+/// (SRV-SOCK-4): no `chmod` through a path someone could swap.
 enum ListeningSocket {
     struct Bound {
         var listener: FileDescriptor
