@@ -12,7 +12,7 @@ set -u
 cd "$(dirname "$0")/.."
 rounds=${STRESS_N:-20}
 busy=${STRESS_BUSY:-2}
-filter=${STRESS_FILTER:-'PeerProcessTests|SimulationTests|AttachedDeviceTests|ClientValidationTests|ServerProcessTests|EmbeddedServerTests|ScriptRunnerTests|DriverCheckingScriptTests|Churn'}
+filter=${STRESS_FILTER:-'PeerProcessTests|SimulationTests|AttachedDeviceTests|ClientValidationTests|ServerProcessTests|EmbeddedServerTests|HostilePeerTests|ScriptRunnerTests|DriverCheckingScriptTests'}
 export IVSHMEM2_CHURN_CYCLES=${IVSHMEM2_CHURN_CYCLES:-10000}
 bin=.build/debug/ivshmem2
 logs=.build/stress
