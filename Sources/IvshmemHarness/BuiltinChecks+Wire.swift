@@ -173,7 +173,9 @@ enum WireCheckSupport {
             try require(mentioning.contains { "\(e)".contains($0) }, "an error about \(what) mentioning \(mentioning.map { "\"\($0)\"" }.joined(separator: " or "))", "\(e)")
         }
         let after = FileDescriptor.openCount()
-        try require(after == before, "no descriptor left open after the failed attach (\(what), WIRE-CLI-19)", "\(after - before) more open (\(before) before, \(after) after)")
+        // At most as many as before: descriptors that earlier cases were still releasing when
+        // `before` was taken may be gone by now; a leak shows as more.
+        try require(after <= before, "no descriptor left open after the failed attach (\(what), WIRE-CLI-19)", "\(after - before) more open (\(before) before, \(after) after)")
     }
 
     /// The attach must succeed; `body` examines the device, which is closed afterwards, and
@@ -197,7 +199,7 @@ enum WireCheckSupport {
         d.close()
         server.close()
         let after = FileDescriptor.openCount()
-        try require(after == before, "no descriptor left open after detaching (\(what))", "\(after - before) more open")
+        try require(after <= before, "no descriptor left open after detaching (\(what))", "\(after - before) more open (\(before) before, \(after) after)")
     }
 
     static func protocolErrors(_ d: AttachedDevice) -> [String] {
