@@ -73,6 +73,9 @@ struct HostilePeerTests {
             let mapping = try hostile.mapSharedMemory()
             mapping.store32(0x77, at: 0)  // reading and writing are not restricted
             hostile.close()
+            // The barrier: the server has handled the hang-up (its descriptors are back), so the
+            // watcher below is not introduced to the departing peer (found by make stress).
+            #expect(server.descriptorsSettle(to: baseline) <= baseline, "the hostile peer's descriptors freed")
 
             let watcher = try RawClient(name: "watcher", path: sock)
             try watcher.receive(3)
