@@ -31,15 +31,42 @@ struct SimulateCommand: ParsableCommand {
     @Option(help: "Seed for the random targets.") var seed: UInt64 = 1
     @Flag(help: "Print the per-peer table.") var perPeer = false
 
+    @Option(help: ArgumentHelp("Make peer N fail right after 'go' (tests the failure report).", visibility: .hidden))
+    var debugFailPeer: [Int] = []
+
+    /// Exit statuses (also in the help text and the README).
+    static let exitEventsLost: Int32 = 1
+    static let exitCouldNotRun: Int32 = 3
+
+    /// How long the coordinator waits when no peer process gets any further: far longer than a
+    /// debug build of 1024 peers needs between two steps on a loaded 2-CPU machine.
+    static let stallTimeout: Double = 180
+
     func run() throws {
         guard (2...1024).contains(peers) else { throw ValidationError("--peers must be between 2 and 1024, got \(peers)") }
         guard (1...64).contains(vectors) else { throw ValidationError("--vectors must be between 1 and 64, got \(vectors)") }
         guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
+        if let bad = debugFailPeer.first(where: { !(0..<peers).contains($0) }) { throw ValidationError("--debug-fail-peer \(bad) is not a peer (0…\(peers - 1))") }
+        do {
+            try simulate()
+        } catch let code as ExitCode {
+            throw code
+        } catch {
+            // Anything else kept the simulation from running (or from finishing): say why, and
+            // exit with a status that cannot be mistaken for lost events.
+            writeStdout("error: \(error)\nRESULT: ERROR (the simulation could not run)\n")
+            throw ExitCode(Self.exitCouldNotRun)
+        }
+    }
+
+    private func simulate() throws {
         try Signals.ignoreBrokenPipe()
+        // The server holds a socket and `vectors` eventfds per peer, each peer process holds
+        // `vectors` eventfds per peer, and this process two pipes per peer.
         let limit = try ResourceLimits.raiseOpenFilesToMaximum()
-        let needed = UInt64(peers * (vectors + 2) + 64)
+        let needed = UInt64(peers * (vectors + 4) + 64)
         if limit < needed {
-            throw ValidationError("\(peers) peers need about \(needed) open files in the server process, but RLIMIT_NOFILE's hard limit is \(limit); raise it (ulimit -Hn) or use fewer peers")
+            throw SimulationFailure("\(peers) peers need about \(needed) open files in one process, but RLIMIT_NOFILE's hard limit is \(limit); raise it (ulimit -Hn) or use fewer peers")
         }
         let dir = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-sim.XXXXXX")
         defer { FileSystem.removeDirectoryTree(dir) }
@@ -55,51 +82,59 @@ struct SimulateCommand: ParsableCommand {
         let server = try ServerThread.start(configuration: config, logger: logger)
         defer { server.stop() }
 
+        let pool = try SimulationWorkers()
+        defer { pool.stopAll(grace: 10) }
+        do {
+            try runPhases(pool, socket: config.socketPath)
+        } catch is SimulationWorkers.Aborted {
+            pool.stopAll(grace: 10)
+            let failed = pool.failed
+            var out = "scenario \(scenario.rawValue): \(peers) peers, \(vectors) vector(s), \(rounds) rounds\n"
+            for w in failed { out += "failed: \(w.label) (\(w.role)): \(w.failure!)\n" }
+            let refused = server.server.counters.refused
+            if refused > 0 { out += "server: refused \(refused) connection(s) (all peer IDs taken, or out of descriptors)\n" }
+            out += "RESULT: ERROR (the simulation could not run: \(failed.count) of \(peers) peer processes failed)\n"
+            writeStdout(out)
+            throw ExitCode(Self.exitCouldNotRun)
+        }
+    }
+
+    private func runPhases(_ pool: SimulationWorkers, socket: String) throws {
         let start = Monotonic.now()
         progress("starting \(peers) peer processes (scenario \(scenario.rawValue), \(vectors) vector(s), \(rounds) rounds)")
-        var workers: [LineProcess] = []
-        defer { for w in workers { _ = try? w.finish(signal: SIGKILL, timeout: 5) } }
         let churners = scenario == .churn ? peers / 2 : 0
+        var workers: [SimulationWorkers.Worker] = []
         for i in 0..<peers {
-            let role = i >= peers - churners ? "churn" : "peer"
-            let w = try spawnWorker(arguments: ["simulate-worker", "--socket", config.socketPath, "--scenario", scenario.rawValue,
-                                                "--peers", String(peers), "--rounds", String(rounds), "--seed", String(seed)], role: role)
+            var arguments = ["--socket", socket, "--scenario", scenario.rawValue, "--peers", String(peers),
+                             "--rounds", String(rounds), "--seed", String(seed), "--number", String(i)]
+            if debugFailPeer.contains(i) { arguments.append("--fail-after-go") }
+            let w = try pool.start(arguments: arguments, role: i >= peers - churners ? "churn" : "peer")
             workers.append(w)
-            _ = try w.expect("ready", timeout: 60)
+            // One at a time, so that peer i gets ID i (the storm's targets are the first IDs).
+            _ = try pool.collect("ready", from: [w], stallTimeout: Self.stallTimeout)
             if (i + 1) % 64 == 0 { progress("\(i + 1)/\(peers) peers attached") }
         }
         // Everyone must know everyone before the scenario starts.
-        let deadline = Monotonic.now() + 120
-        while server.server.connectedPeerIDs.count < peers && Monotonic.now() < deadline { Monotonic.sleep(seconds: 0.01) }
-        Monotonic.sleep(seconds: min(2, 0.05 + Double(peers) * 0.002))
+        pool.send("sync", to: workers)
+        _ = try pool.collect("synced", from: workers, stallTimeout: Self.stallTimeout)
         let attached = Monotonic.now() - start
-        progress("all \(peers) peers attached in \(String(format: "%.2f", attached)) s; go")
+        progress("all \(peers) peers attached and introduced in \(String(format: "%.2f", attached)) s; go")
 
         let runStart = Monotonic.now()
-        for w in workers { try w.send("go") }
-        var finished = 0
-        var lastProgress = Monotonic.now()
-        for w in workers {
-            _ = try w.expect("sent-all", timeout: 300)
-            finished += 1
-            if Monotonic.now() - lastProgress > 1 {
-                progress("\(finished)/\(peers) peers finished sending")
-                lastProgress = Monotonic.now()
-            }
-        }
-        for w in workers { try w.send("final") }
+        pool.send("go", to: workers)
+        _ = try pool.collect("sent-all", from: workers, stallTimeout: Self.stallTimeout)
+        pool.send("final", to: workers)
         var reports: [[String: Any]] = []
-        for w in workers {
-            let line = try w.expect("done ", timeout: 60)
-            guard let obj = try JSONSerialization.jsonObject(with: Data(line.dropFirst(5).utf8)) as? [String: Any] else {
-                throw ValidationError("a worker sent an unreadable report: \(line)")
+        for line in try pool.collect("done ", from: workers, stallTimeout: Self.stallTimeout) {
+            guard let obj = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(5).utf8)) as? [String: Any] else {
+                throw SimulationFailure("a peer process sent an unreadable report: \(line.prefix(200))")
             }
             reports.append(obj)
         }
         let elapsed = Monotonic.now() - runStart
-        for w in workers { try? w.send("exit") }
-        for w in workers { _ = try? w.finish(timeout: 10) }
-        workers.removeAll()
+        pool.send("exit", to: workers)
+        pool.stopAll(grace: 30)
+        if !pool.failed.isEmpty { throw SimulationWorkers.Aborted() }
         try printReport(reports, elapsed: elapsed, attachSeconds: attached)
     }
 
@@ -146,21 +181,11 @@ struct SimulateCommand: ParsableCommand {
         }
         out += bad ? "RESULT: FAIL (events lost or unexpected)\n" : "RESULT: OK (no lost or unexpected events)\n"
         writeStdout(out)
-        if bad { throw ExitCode(1) }
+        if bad { throw ExitCode(Self.exitEventsLost) }
     }
 
     func pad(_ v: Int, _ w: Int) -> String {
         let s = String(v)
         return String(repeating: " ", count: max(0, w - s.count)) + s
     }
-}
-
-/// A worker process: this binary in the `simulate-worker` role, followed line by line.
-func spawnWorker(arguments: [String], role: String) throws -> LineProcess {
-    var env: [String] = []
-    var i = 0
-    while let e = environ[i] { env.append(String(cString: e)); i += 1 }
-    env.append("IVSHMEM2_SIM_ROLE=\(role)")
-    return try LineProcess(name: "peer process", executable: try SpawnedProcess.currentExecutablePath(), arguments: arguments,
-                           environment: env, standardError: .inherit)
 }

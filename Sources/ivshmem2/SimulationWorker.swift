@@ -18,7 +18,12 @@ enum Scenario: String, CaseIterable, ExpressibleByArgument, Sendable {
 }
 
 /// One simulated peer: a separate process attached to the server, programmed like a driver,
-/// talking to the coordinator over stdin/stdout (`ready`, `go`, `final`, `exit` / `done {json}`).
+/// talking to the coordinator over stdin/stdout: it says `ready <id>`, then on `sync` waits
+/// until every peer is introduced (`synced`), on `go` runs the scenario (`sent-all <id>`), on
+/// `final` reports (`done {json}`), and on `exit` (or end of input) detaches.
+///
+/// A failure ends the process with exit status 1 and one `error: …` line on stderr, written
+/// with a single write() so that it reaches the coordinator whole.
 ///
 /// Lost wake-ups are detected at the protocol level, the way the spec asks users to derive
 /// event state from shared memory: before ringing peer t, sender s bumps a counter and stores a
@@ -33,18 +38,38 @@ struct SimulationWorkerCommand: ParsableCommand {
     @Option var peers: Int
     @Option var rounds: Int
     @Option var seed: UInt64 = 1
+    /// The coordinator's number for this peer process (0…peers-1); makes churn states unique.
+    @Option var number: Int = 0
+    /// Fail on purpose right after `go` (`simulate --debug-fail-peer`: tests the failure report).
+    @Flag var failAfterGo = false
+
+    /// How long a peer waits for the others' introductions, or for the server to process its
+    /// departure: far above what 1024 peers need on a loaded 2-CPU machine; a bound, not a pace.
+    static let patience: Double = 120
 
     func run() throws {
-        try Signals.ignoreBrokenPipe()
-        let churner = scenario == .churn && (try? Self.isChurner()) == true
-        var input = LineReader(fd: .standardInput)
-        if churner {
-            try runChurner(&input)
-            return
+        do {
+            try Signals.ignoreBrokenPipe()
+            var input = LineReader(fd: .standardInput)
+            if scenario == .churn && SimWorker.environment("IVSHMEM2_SIM_ROLE") == "churn" {
+                try runChurner(&input)
+            } else {
+                try runPeer(&input)
+            }
+        } catch {
+            writeStderrLine("error: \(error)")
+            throw ExitCode.failure
         }
+    }
+
+    func runPeer(_ input: inout LineReader) throws {
         let w = try SimWorker(socket: socket, scenario: scenario, peers: peers, rounds: rounds, seed: seed)
         writeStdout("ready \(w.id)\n")
+        guard try input.next() == "sync" else { return }
+        try LinkWaiter.waitForIntroductions(of: peers, on: w.link, timeout: Self.patience)
+        writeStdout("synced \(w.id)\n")
         guard try input.next() == "go" else { return }
+        if failAfterGo { throw SimulationFailure("failing on purpose after 'go' (simulate --debug-fail-peer \(number))") }
         try w.start()
         writeStdout("sent-all \(w.id)\n")
         guard try input.next() == "final" else { return }
@@ -53,27 +78,84 @@ struct SimulationWorkerCommand: ParsableCommand {
         w.link.close()
     }
 
-    static func isChurner() throws -> Bool { (SimWorker.environment("IVSHMEM2_SIM_ROLE") ?? "") == "churn" }
-
     /// Leaves and rejoins `rounds` times while the others run; reports how often.
+    ///
+    /// Before leaving it writes a State value no other peer uses, and after leaving it waits
+    /// until the server has zeroed that entry (SRV-GONE-2), which the server does just before
+    /// freeing the ID (SRV-GONE-4). Only then does it reconnect: a server sized for exactly
+    /// `peers` IDs that has not yet seen the hang-up would otherwise refuse the newcomer
+    /// (SRV-ID-2), which is what made churn with 16 or more peers fail.
     func runChurner(_ input: inout LineReader) throws {
-        var link: AttachedDevice? = try AttachedDevice.attach(socketPath: socket)
-        writeStdout("ready \(link!.device.id)\n")
+        var link = try AttachedDevice.attach(socketPath: socket)
+        writeStdout("ready \(link.device.id)\n")
+        guard try input.next() == "sync" else { return }
+        try LinkWaiter.waitForIntroductions(of: peers, on: link, timeout: Self.patience)
+        writeStdout("synced \(link.device.id)\n")
         guard try input.next() == "go" else { return }
+        if failAfterGo { throw SimulationFailure("failing on purpose after 'go' (simulate --debug-fail-peer \(number))") }
         var cycles = 0
-        for _ in 0..<rounds {
-            link?.close()
-            link = nil
-            Monotonic.sleep(seconds: 0.005)
+        for cycle in 0..<rounds {
+            let device = link.device
+            let marker = UInt32(number + 1) << 16 | UInt32(cycle % 0xFFFF + 1)
+            device.writeRegister(0x10, marker)
+            link.close()
+            try Self.waitUntilDeparted(device, marker: marker, timeout: Self.patience)
             link = try AttachedDevice.attach(socketPath: socket)
-            _ = link!.waitForPeers(timeout: 5) { $0.count >= 2 }
             cycles += 1
         }
-        writeStdout("sent-all \(link!.device.id)\n")
+        writeStdout("sent-all \(link.device.id)\n")
         guard try input.next() == "final" else { return }
-        writeStdout("done {\"id\":\(link!.device.id),\"role\":\"churn\",\"cycles\":\(cycles)}\n")
+        writeStdout("done {\"id\":\(link.device.id),\"role\":\"churn\",\"cycles\":\(cycles)}\n")
         _ = try input.next()
-        link?.close()
+        link.close()
+    }
+
+    /// Waits until the server has processed this device's departure: its State Table entry no
+    /// longer holds `marker` (zeroed by the server, and perhaps already reused by a newcomer).
+    /// Shared memory raises no event for this, so it is polled, backing off to 2 ms.
+    static func waitUntilDeparted(_ device: IvshmemDevice, marker: UInt32, timeout: Double) throws {
+        let deadline = Monotonic.now() + timeout
+        var pause = 0.0001
+        while device.stateTableEntry(device.id) == marker {
+            guard Monotonic.now() < deadline else {
+                throw SimulationFailure("the server did not process the departure of peer \(device.id) within \(Int(timeout)) s (its State Table entry was not zeroed)")
+            }
+            Monotonic.sleep(seconds: pause)
+            pause = min(pause * 2, 0.002)
+        }
+    }
+}
+
+/// Why a simulation peer gave up.
+struct SimulationFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Waits for a link's events without polling: the link's event handler signals an eventfd,
+/// and the waiter re-checks its condition each time the eventfd fires.
+enum LinkWaiter {
+    /// An eventfd closed when the last holder lets go: a handler call already under way on the
+    /// link's thread keeps it open, so a signal never lands on a reused descriptor number.
+    private final class Wake: Sendable {
+        let event: EventFD
+        init() throws { event = try EventFD.create(nonBlocking: true) }
+        deinit { event.close() }
+    }
+
+    /// Waits until `count` peers (this one included) are fully introduced to `link`.
+    static func waitForIntroductions(of count: Int, on link: AttachedDevice, timeout: Double) throws {
+        let wake = try Wake()
+        link.onLinkEvent { _ in try? wake.event.signal() }
+        defer { link.onLinkEvent(nil) }
+        let deadline = Monotonic.now() + timeout
+        while link.introducedPeers.count < count {
+            let left = deadline - Monotonic.now()
+            guard left > 0 else {
+                throw SimulationFailure("only \(link.introducedPeers.count) of \(count) peers were introduced to peer \(link.device.id) within \(Int(timeout)) s")
+            }
+            if try wake.event.wait(timeoutMilliseconds: Int32(min(left, 1) * 1000) + 1) { _ = try wake.event.consume() }
+        }
     }
 }
 
