@@ -223,28 +223,39 @@ final class SimWorker: @unchecked Sendable {
         device.writeRegister(0x0C, t << 16 | UInt32(doorbellVector))
     }
 
-    /// Reconciles every sender's slot for us (IRQ: "derive event state from shared memory").
+    /// Reconciles what the interrupt stands for (IRQ: "derive event state from shared memory"):
+    /// on the doorbell vector every sender's slot for us, on vector 0 the State Table. With
+    /// two or more vectors a message is only ever signalled on the doorbell vector, so a
+    /// vector-0 interrupt (a state change, a departure) must not count it as observed: that
+    /// would hide a lost doorbell, and with hundreds of peers coming and going it would cost
+    /// a full scan of every slot per departure.
     func onInterrupt(vector: Int) {
         let now = Self.nowNanoseconds()
+        let messages = vector == doorbellVector
+        let states = vector == 0
         var forward = false
         counters.withLock { c in
             c.interrupts += 1
-            if vector != doorbellVector && vector != 0 { c.unexpected += 1 }
+            if !messages && !states { c.unexpected += 1 }
             for s in 0..<UInt32(c.lastSeen.count) where s != id {
-                let base = slot(sender: s, target: id)
-                let count = device.sharedMemoryLoad(offset: base, size: 8)
-                if count < c.lastSeen[Int(s)] { c.unexpected += 1 }  // a counter never goes back
-                if count > c.lastSeen[Int(s)] {
-                    c.observed += count - c.lastSeen[Int(s)]
-                    c.lastSeen[Int(s)] = count
-                    let ts = device.sharedMemoryLoad(offset: base + 8, size: 8)
-                    if ts > 0 && now >= ts { record(&c, now - ts) }
-                    forward = true
+                if messages {
+                    let base = slot(sender: s, target: id)
+                    let count = device.sharedMemoryLoad(offset: base, size: 8)
+                    if count < c.lastSeen[Int(s)] { c.unexpected += 1 }  // a counter never goes back
+                    if count > c.lastSeen[Int(s)] {
+                        c.observed += count - c.lastSeen[Int(s)]
+                        c.lastSeen[Int(s)] = count
+                        let ts = device.sharedMemoryLoad(offset: base + 8, size: 8)
+                        if ts > 0 && now >= ts { record(&c, now - ts) }
+                        forward = true
+                    }
                 }
-                let st = device.stateTableEntry(s)
-                if st != c.stateSeen[Int(s)] {
-                    c.stateSeen[Int(s)] = st
-                    c.stateTransitions += 1
+                if states {
+                    let st = device.stateTableEntry(s)
+                    if st != c.stateSeen[Int(s)] {
+                        c.stateSeen[Int(s)] = st
+                        c.stateTransitions += 1
+                    }
                 }
             }
         }
