@@ -24,3 +24,23 @@ public enum ResourceLimits {
         return UInt64(limit.rlim_cur)
     }
 }
+
+/// The scheduler's view of this process.
+public enum Scheduling {
+    /// This process's nice value (-20…19; higher means a smaller share of the CPU).
+    public static func niceValue() throws -> Int32 {
+        errno = 0
+        let value = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+        if value == -1 && errno != 0 { throw SystemCallError(call: "getpriority", errno: Errno(rawValue: errno), detail: nil) }
+        return value
+    }
+
+    /// Raises this process's nice value by `steps` (at most to 19). Any process may do so; it
+    /// gives the other processes of the same user a larger share of the CPU when they compete.
+    public static func yieldPriority(by steps: Int32) throws {
+        let target = min(19, try niceValue() + steps)
+        _ = try retryingSystemCall("setpriority", detail: "nice \(target)") {
+            setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, target)
+        }
+    }
+}

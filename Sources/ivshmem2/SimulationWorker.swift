@@ -40,6 +40,8 @@ struct SimulationWorkerCommand: ParsableCommand {
     @Option var seed: UInt64 = 1
     /// The coordinator's number for this peer process (0…peers-1); makes churn states unique.
     @Option var number: Int = 0
+    /// How far to lower this process's priority (see `SimulateCommand.workerNiceness`).
+    @Option var nice: Int32 = 0
     /// Fail on purpose right after `go` (`simulate --debug-fail-peer`: tests the failure report).
     @Flag var failAfterGo = false
 
@@ -50,6 +52,7 @@ struct SimulationWorkerCommand: ParsableCommand {
     func run() throws {
         do {
             try Signals.ignoreBrokenPipe()
+            try Scheduling.yieldPriority(by: nice)
             var input = LineReader(fd: .standardInput)
             if scenario == .churn && SimWorker.environment("IVSHMEM2_SIM_ROLE") == "churn" {
                 try runChurner(&input)
@@ -73,6 +76,11 @@ struct SimulationWorkerCommand: ParsableCommand {
         try w.start()
         writeStdout("sent-all \(w.id)\n")
         guard try input.next() == "final" else { return }
+        if scenario == .churn {
+            // Every churner's every departure reaches us as PEER_GONE; wait for them all.
+            let expected = peers / 2 * rounds
+            _ = try LinkWaiter.wait(on: w.link, timeout: Self.patience) { w.departuresSeen >= expected }
+        }
         writeStdout("done " + w.finish() + "\n")
         _ = try input.next()  // "exit": detach only when every peer has reported
         w.link.close()
@@ -94,25 +102,28 @@ struct SimulationWorkerCommand: ParsableCommand {
         guard try input.next() == "go" else { return }
         if failAfterGo { throw SimulationFailure("failing on purpose after 'go' (simulate --debug-fail-peer \(number))") }
         var cycles = 0
+        var slowest = 0.0
         for cycle in 0..<rounds {
             let device = link.device
             let marker = UInt32(number + 1) << 16 | UInt32(cycle % 0xFFFF + 1)
             device.writeRegister(0x10, marker)
+            let left = Monotonic.now()
             link.close()
             try Self.waitUntilDeparted(device, marker: marker, timeout: Self.patience)
             link = try AttachedDevice.attach(socketPath: socket)
+            slowest = max(slowest, Monotonic.now() - left)
             cycles += 1
         }
         writeStdout("sent-all \(link.device.id)\n")
         guard try input.next() == "final" else { return }
-        writeStdout("done {\"id\":\(link.device.id),\"role\":\"churn\",\"cycles\":\(cycles)}\n")
+        writeStdout("done {\"id\":\(link.device.id),\"role\":\"churn\",\"cycles\":\(cycles),\"slowestRejoinMilliseconds\":\(Int(slowest * 1000))}\n")
         _ = try input.next()
         link.close()
     }
 
     /// Waits until the server has processed this device's departure: its State Table entry no
     /// longer holds `marker` (zeroed by the server, and perhaps already reused by a newcomer).
-    /// Shared memory raises no event for this, so it is polled, backing off to 2 ms.
+    /// Shared memory raises no event for this, so it is polled, backing off to 5 ms.
     static func waitUntilDeparted(_ device: IvshmemDevice, marker: UInt32, timeout: Double) throws {
         let deadline = Monotonic.now() + timeout
         var pause = 0.0001
@@ -121,7 +132,7 @@ struct SimulationWorkerCommand: ParsableCommand {
                 throw SimulationFailure("the server did not process the departure of peer \(device.id) within \(Int(timeout)) s (its State Table entry was not zeroed)")
             }
             Monotonic.sleep(seconds: pause)
-            pause = min(pause * 2, 0.002)
+            pause = min(pause * 2, 0.005)
         }
     }
 }
@@ -143,18 +154,25 @@ enum LinkWaiter {
         deinit { event.close() }
     }
 
-    /// Waits until `count` peers (this one included) are fully introduced to `link`.
-    static func waitForIntroductions(of count: Int, on link: AttachedDevice, timeout: Double) throws {
+    /// Waits until `condition` holds, re-checking it after each of `link`'s events; false
+    /// when `timeout` seconds passed first.
+    static func wait(on link: AttachedDevice, timeout: Double, until condition: () -> Bool) throws -> Bool {
         let wake = try Wake()
         link.onLinkEvent { _ in try? wake.event.signal() }
         defer { link.onLinkEvent(nil) }
         let deadline = Monotonic.now() + timeout
-        while link.introducedPeers.count < count {
+        while !condition() {
             let left = deadline - Monotonic.now()
-            guard left > 0 else {
-                throw SimulationFailure("only \(link.introducedPeers.count) of \(count) peers were introduced to peer \(link.device.id) within \(Int(timeout)) s")
-            }
+            guard left > 0 else { return false }
             if try wake.event.wait(timeoutMilliseconds: Int32(min(left, 1) * 1000) + 1) { _ = try wake.event.consume() }
+        }
+        return true
+    }
+
+    /// Waits until `count` peers (this one included) are fully introduced to `link`.
+    static func waitForIntroductions(of count: Int, on link: AttachedDevice, timeout: Double) throws {
+        guard try wait(on: link, timeout: timeout, until: { link.introducedPeers.count >= count }) else {
+            throw SimulationFailure("only \(link.introducedPeers.count) of \(count) peers were introduced to peer \(link.device.id) within \(Int(timeout)) s")
         }
     }
 }
@@ -314,29 +332,45 @@ final class SimWorker: @unchecked Sendable {
         }
     }
 
-    /// Waits (bounded) until every message sent to us was observed, then reports.
-    func finish() -> String {
-        let deadline = Monotonic.now() + 5
-        var lost: UInt64 = 0
+    /// How many messages sent to us were never observed, once the link has settled.
+    ///
+    /// A message is lost when its interrupt never comes. While our doorbell eventfd holds a
+    /// signal, or interrupts are still arriving, the link thread simply has not caught up
+    /// (a loaded machine can keep it off the CPU for seconds), so this waits; it gives up
+    /// after 5 s with no pending signal and no new interrupt, or after `patience`.
+    func unobservedMessages() -> UInt64 {
+        let doorbell = link.heldEventFDs(peer: id).dropFirst(doorbellVector).first
+        var interrupts = counters.withLock { $0.interrupts }
+        var lastChange = Monotonic.now()
+        let giveUp = lastChange + SimulationWorkerCommand.patience
         while true {
             var total: UInt64 = 0
             for s in 0..<UInt32(counters.withLock { $0.lastSeen.count }) where s != id {
                 total += device.sharedMemoryLoad(offset: slot(sender: s, target: id), size: 8)
             }
-            let observed = counters.withLock { $0.observed }
-            if observed >= total || Monotonic.now() > deadline {
-                lost = total > observed ? total - observed : 0
-                break
-            }
+            let (observed, seen) = counters.withLock { ($0.observed, $0.interrupts) }
+            if observed >= total { return 0 }
+            let now = Monotonic.now()
+            if seen != interrupts { interrupts = seen; lastChange = now }
+            let pending = (try? doorbell?.waitReadable(timeoutMilliseconds: 0)) == true
+            if (!pending && now - lastChange > 5) || now > giveUp { return total - observed }
             Monotonic.sleep(seconds: 0.002)
         }
+    }
+
+    /// PEER_GONE messages received so far.
+    var departuresSeen: Int { link.linkEvents.filter { if case .peerLeft = $0 { return true }; return false }.count }
+
+    /// Reports this peer's counters as one JSON object.
+    func finish() -> String {
+        let lost = unobservedMessages()
         var finalStates = 0
         if scenario == .state {
             for s in 0..<UInt32(peers) where s != id && device.stateTableEntry(s) == s << 16 | UInt32(max(rounds, 1)) { finalStates += 1 }
         }
         let stats = device.statistics
         return counters.withLock { c in
-            "{\"id\":\(id),\"role\":\"peer\",\"sent\":\(c.sent),\"interrupts\":\(c.interrupts),\"delivered\":\(stats.delivered),\"observed\":\(c.observed),\"lost\":\(lost),\"unexpected\":\(c.unexpected),\"stateTransitions\":\(c.stateTransitions),\"finalStatesSeen\":\(finalStates),\"joins\":\(link.linkEvents.filter { if case .eventFD(_, 0) = $0 { return true }; return false }.count),\"leaves\":\(link.linkEvents.filter { if case .peerLeft = $0 { return true }; return false }.count),\"latencyCount\":\(c.sampleCount),\"samples\":[\(c.samples.map(String.init).joined(separator: ","))]}"
+            "{\"id\":\(id),\"role\":\"peer\",\"sent\":\(c.sent),\"interrupts\":\(c.interrupts),\"delivered\":\(stats.delivered),\"observed\":\(c.observed),\"lost\":\(lost),\"unexpected\":\(c.unexpected),\"stateTransitions\":\(c.stateTransitions),\"finalStatesSeen\":\(finalStates),\"joins\":\(link.linkEvents.filter { if case .eventFD(_, 0) = $0 { return true }; return false }.count),\"leaves\":\(departuresSeen),\"latencyCount\":\(c.sampleCount),\"samples\":[\(c.samples.map(String.init).joined(separator: ","))]}"
         }
     }
 }
