@@ -119,4 +119,43 @@ func withServerProcess(_ body: (_ socket: String, _ server: LineProcess) throws 
         #expect(sim.lines.contains { $0.hasPrefix("messages:") && $0.contains("lost 0, unexpected 0") })
         #expect(try sim.stop().isSuccess)
     }
+
+    @Test("SRV-ID-2, SRV-GONE-2, SRV-GONE-4, DEV-PEER-1, DEV-PEER-3: churn with 32 peer processes on a server sized for 32 completes; each churner rejoins only after its departure was processed")
+    func churnWithManyPeers() throws {
+        // Before the fix a churner reconnected before the server had freed its ID, was refused
+        // (SRV-ID-2) and died: every run with 16 or more peers failed, this one included.
+        let sim = try Child("simulate", ["simulate", "--peers", "32", "--scenario", "churn", "--rounds", "3"])
+        let result = try sim.expect("RESULT:", timeout: 600)
+        let errors = sim.drainStandardError()
+        #expect(result == "RESULT: OK (no lost or unexpected events)", "\(sim.lines)\n\(errors)")
+        #expect(sim.lines.contains { $0.hasPrefix("churn: 48 leave/rejoin cycles") && $0.hasSuffix("stable peers saw 768 of 768 departures") }, "\(sim.lines)")
+        #expect(try sim.stop() == .exited(0))
+    }
+
+    @Test("simulate: failing peer processes are reported one per line as 'peer N: error: …', named in the report, and the run exits with status 3, not 1")
+    func failingPeersAreReported() throws {
+        // Peer 2 storms, peer 6 churns; both fail at the same moment, right after 'go'.
+        let sim = try Child("simulate", ["simulate", "--peers", "8", "--scenario", "churn", "--rounds", "3",
+                                         "--debug-fail-peer", "2", "--debug-fail-peer", "6"])
+        let result = try sim.expect("RESULT:", timeout: 300)
+        #expect(result == "RESULT: ERROR (the simulation could not run: 2 of 8 peer processes failed)", "\(sim.lines)")
+        let stderr = sim.drainStandardError().split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+        #expect(try sim.stop() == .exited(3))
+        // Every line whole: our own progress lines or a child's line behind its prefix.
+        func isChildLine(_ line: Substring) -> Bool {
+            guard line.hasPrefix("peer "), let colon = line.firstIndex(of: ":") else { return false }
+            let number = line[line.index(line.startIndex, offsetBy: 5)..<colon]
+            return !number.isEmpty && number.allSatisfy(\.isNumber)
+        }
+        for line in stderr {
+            #expect(line.hasPrefix("simulate: ") || isChildLine(line), "garbled stderr line: \(line)")
+        }
+        for n in [2, 6] {
+            let expected = "peer \(n): error: failing on purpose after 'go' (simulate --debug-fail-peer \(n))"
+            #expect(stderr.filter { $0 == expected }.count == 1, "\(stderr)")
+            let role = n == 6 ? "churn" : "peer"
+            #expect(sim.lines.contains { $0.hasPrefix("failed: peer \(n) (\(role)): exit status 1") && $0.hasSuffix(expected.dropFirst("peer \(n): ".count)) }, "\(sim.lines)")
+        }
+        #expect(sim.lines.filter { $0.hasPrefix("failed: ") }.count == 2, "\(sim.lines)")
+    }
 }
