@@ -20,8 +20,20 @@ struct SimulateCommand: ParsableCommand {
             changes its state 'rounds' times), churn (half the peers storm, the other
             half leave and rejoin 'rounds' times). Every message is also counted in
             shared memory, so a lost wake-up is detected; several messages handled by
-            one interrupt count as coalesced. Exit status 1 when any event was lost or
-            unexpected.
+            one interrupt count as coalesced.
+
+            Each peer is a process of its own. What a peer writes on stderr is passed
+            on one line at a time as 'peer N: …' (N: the order it was started in,
+            which is also the first ID it got). Peer processes lower their priority
+            as their number grows, so that they cannot starve the server.
+
+            Exit status:
+              0  the scenario ran and every event arrived
+              1  the scenario ran, but events were lost or unexpected
+              3  the simulation could not run: a peer process failed or stopped
+                 making progress (the report names each one and why), or the
+                 server or the processes could not be started
+              64 invalid options
             """)
 
     @Option(help: "Number of peer processes (2…1024).") var peers: Int = 4
