@@ -113,7 +113,10 @@ struct SimulateCommand: ParsableCommand {
             pool.stopAll(grace: 10)
             let failed = pool.failed
             var out = "scenario \(scenario.rawValue): \(peers) peers, \(vectors) vector(s), \(rounds) rounds\n"
-            for w in failed { out += "failed: \(w.label) (\(w.role)): \(w.failure!)\n" }
+            for w in failed {
+                let why = w.failure!
+                out += "failed: \(w.label) (\(w.role)): \(why.count > 400 ? why.prefix(400) + " …" : why)\n"
+            }
             let refused = server.server.counters.refused
             if refused > 0 { out += "server: refused \(refused) connection(s) (all peer IDs taken, or out of descriptors)\n" }
             out += "RESULT: ERROR (the simulation could not run: \(failed.count) of \(peers) peer processes failed)\n"

@@ -19,7 +19,8 @@ enum Scenario: String, CaseIterable, ExpressibleByArgument, Sendable {
 
 /// One simulated peer: a separate process attached to the server, programmed like a driver,
 /// talking to the coordinator over stdin/stdout: it says `ready <id>`, then on `sync` waits
-/// until every peer is introduced (`synced`), on `go` runs the scenario (`sent-all <id>`), on
+/// until every peer is introduced (`synced`), on `go` runs the scenario (`sent-all <id>`; a
+/// churner says `cycle N` after each rejoin), on
 /// `final` reports (`done {json}`), and on `exit` (or end of input) detaches.
 ///
 /// A failure ends the process with exit status 1 and one `error: …` line on stderr, written
@@ -69,7 +70,7 @@ struct SimulationWorkerCommand: ParsableCommand {
         let w = try SimWorker(socket: socket, scenario: scenario, peers: peers, rounds: rounds, seed: seed)
         writeStdout("ready \(w.id)\n")
         guard try input.next() == "sync" else { return }
-        try LinkWaiter.waitForIntroductions(of: peers, on: w.link, timeout: Self.patience)
+        try w.watch.waitForIntroductions(of: peers, timeout: Self.patience)
         writeStdout("synced \(w.id)\n")
         guard try input.next() == "go" else { return }
         if failAfterGo { throw SimulationFailure("failing on purpose after 'go' (simulate --debug-fail-peer \(number))") }
@@ -79,9 +80,9 @@ struct SimulationWorkerCommand: ParsableCommand {
         if scenario == .churn {
             // Every churner's every departure reaches us as PEER_GONE; wait for them all.
             let expected = peers / 2 * rounds
-            _ = try LinkWaiter.wait(on: w.link, timeout: Self.patience) { w.departuresSeen >= expected }
+            _ = try w.watch.wait(timeout: Self.patience) { w.watch.departures >= expected }
         }
-        writeStdout("done " + w.finish() + "\n")
+        writeStdout("done " + (try w.finish()) + "\n")
         _ = try input.next()  // "exit": detach only when every peer has reported
         w.link.close()
     }
@@ -94,10 +95,10 @@ struct SimulationWorkerCommand: ParsableCommand {
     /// `peers` IDs that has not yet seen the hang-up would otherwise refuse the newcomer
     /// (SRV-ID-2), which is what made churn with 16 or more peers fail.
     func runChurner(_ input: inout LineReader) throws {
-        var link = try AttachedDevice.attach(socketPath: socket)
+        var link = try SimulationWorkerCommand.attach(socket)
         writeStdout("ready \(link.device.id)\n")
         guard try input.next() == "sync" else { return }
-        try LinkWaiter.waitForIntroductions(of: peers, on: link, timeout: Self.patience)
+        try LinkWatch(link).waitForIntroductions(of: peers, timeout: Self.patience)
         writeStdout("synced \(link.device.id)\n")
         guard try input.next() == "go" else { return }
         if failAfterGo { throw SimulationFailure("failing on purpose after 'go' (simulate --debug-fail-peer \(number))") }
@@ -110,15 +111,25 @@ struct SimulationWorkerCommand: ParsableCommand {
             let left = Monotonic.now()
             link.close()
             try Self.waitUntilDeparted(device, marker: marker, timeout: Self.patience)
-            link = try AttachedDevice.attach(socketPath: socket)
+            link = try SimulationWorkerCommand.attach(socket)
             slowest = max(slowest, Monotonic.now() - left)
             cycles += 1
+            writeStdout("cycle \(cycles)\n")  // progress, for the coordinator's stall check
         }
         writeStdout("sent-all \(link.device.id)\n")
         guard try input.next() == "final" else { return }
         writeStdout("done {\"id\":\(link.device.id),\"role\":\"churn\",\"cycles\":\(cycles),\"slowestRejoinMilliseconds\":\(Int(slowest * 1000))}\n")
         _ = try input.next()
         link.close()
+    }
+
+    /// Attaches to the simulation's server. The server is our own and the coordinator watches
+    /// for progress, so the attach timeout (meant to unmask a server that never speaks) is
+    /// `patience`: an introduction carries `vectors` eventfds per peer, and when 128 churners
+    /// rejoin 256 peers at once the server and the newcomers pass ~130,000 descriptors, more
+    /// than 2 CPUs move in the default 10 s.
+    static func attach(_ socket: String) throws -> AttachedDevice {
+        try AttachedDevice.attach(socketPath: socket, options: AttachOptions(timeout: patience))
     }
 
     /// Waits until the server has processed this device's departure: its State Table entry no
@@ -143,35 +154,59 @@ struct SimulationFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// Waits for a link's events without polling: the link's event handler signals an eventfd,
-/// and the waiter re-checks its condition each time the eventfd fires.
-enum LinkWaiter {
-    /// An eventfd closed when the last holder lets go: a handler call already under way on the
-    /// link's thread keeps it open, so a signal never lands on a reused descriptor number.
-    private final class Wake: Sendable {
-        let event: EventFD
-        init() throws { event = try EventFD.create(nonBlocking: true) }
-        deinit { event.close() }
+/// Follows a link's events: counts joins and departures (the link itself keeps only the
+/// newest events), and lets a caller wait for a condition without polling: the link's event
+/// handler signals an eventfd, and the waiter re-checks its condition each time it fires.
+final class LinkWatch {
+    /// What the handler shares with the watch; the eventfd closes when both let go, so a
+    /// handler call already under way never signals a closed (perhaps reused) descriptor.
+    private final class Shared: Sendable {
+        let wake: EventFD
+        let counts = Mutex((joins: 0, departures: 0))
+        init() throws { wake = try EventFD.create(nonBlocking: true) }
+        deinit { wake.close() }
+    }
+    private let link: AttachedDevice
+    private let shared: Shared
+
+    init(_ link: AttachedDevice) throws {
+        self.link = link
+        let shared = try Shared()
+        self.shared = shared
+        let initialJoins = link.linkEvents.filter { if case .eventFD(_, 0) = $0 { return true }; return false }.count
+        shared.counts.withLock { $0.joins = initialJoins }
+        link.onLinkEvent { event in
+            shared.counts.withLock { c in
+                switch event {
+                case .eventFD(_, 0): c.joins += 1
+                case .peerLeft: c.departures += 1
+                default: break
+                }
+            }
+            try? shared.wake.signal()
+        }
     }
 
-    /// Waits until `condition` holds, re-checking it after each of `link`'s events; false
-    /// when `timeout` seconds passed first.
-    static func wait(on link: AttachedDevice, timeout: Double, until condition: () -> Bool) throws -> Bool {
-        let wake = try Wake()
-        link.onLinkEvent { _ in try? wake.event.signal() }
-        defer { link.onLinkEvent(nil) }
+    deinit { link.onLinkEvent(nil) }
+
+    /// EVENT_FD messages for vector 0 (peers introduced) and PEER_GONE messages so far.
+    var joins: Int { shared.counts.withLock { $0.joins } }
+    var departures: Int { shared.counts.withLock { $0.departures } }
+
+    /// Waits until `condition` holds; false when `timeout` seconds passed first.
+    func wait(timeout: Double, until condition: () -> Bool) throws -> Bool {
         let deadline = Monotonic.now() + timeout
         while !condition() {
             let left = deadline - Monotonic.now()
             guard left > 0 else { return false }
-            if try wake.event.wait(timeoutMilliseconds: Int32(min(left, 1) * 1000) + 1) { _ = try wake.event.consume() }
+            if try shared.wake.wait(timeoutMilliseconds: Int32(min(left, 1) * 1000) + 1) { _ = try shared.wake.consume() }
         }
         return true
     }
 
-    /// Waits until `count` peers (this one included) are fully introduced to `link`.
-    static func waitForIntroductions(of count: Int, on link: AttachedDevice, timeout: Double) throws {
-        guard try wait(on: link, timeout: timeout, until: { link.introducedPeers.count >= count }) else {
+    /// Waits until `count` peers (this one included) are fully introduced.
+    func waitForIntroductions(of count: Int, timeout: Double) throws {
+        guard try wait(timeout: timeout, until: { link.introducedPeers.count >= count }) else {
             throw SimulationFailure("only \(link.introducedPeers.count) of \(count) peers were introduced to peer \(link.device.id) within \(Int(timeout)) s")
         }
     }
@@ -180,6 +215,7 @@ enum LinkWaiter {
 /// The peer's device, its counters and its scenario logic.
 final class SimWorker: @unchecked Sendable {
     let link: AttachedDevice
+    let watch: LinkWatch
     let platform = PCIPlatform()
     let scenario: Scenario
     let peers: Int
@@ -211,7 +247,8 @@ final class SimWorker: @unchecked Sendable {
     }
 
     init(socket: String, scenario: Scenario, peers: Int, rounds: Int, seed: UInt64) throws {
-        link = try AttachedDevice.attach(socketPath: socket)
+        link = try SimulationWorkerCommand.attach(socket)
+        watch = try LinkWatch(link)
         self.scenario = scenario
         self.peers = peers
         self.rounds = rounds
@@ -332,45 +369,32 @@ final class SimWorker: @unchecked Sendable {
         }
     }
 
-    /// How many messages sent to us were never observed, once the link has settled.
-    ///
-    /// A message is lost when its interrupt never comes. While our doorbell eventfd holds a
-    /// signal, or interrupts are still arriving, the link thread simply has not caught up
-    /// (a loaded machine can keep it off the CPU for seconds), so this waits; it gives up
-    /// after 5 s with no pending signal and no new interrupt, or after `patience`.
-    func unobservedMessages() -> UInt64 {
-        let doorbell = link.heldEventFDs(peer: id).dropFirst(doorbellVector).first
-        var interrupts = counters.withLock { $0.interrupts }
-        var lastChange = Monotonic.now()
-        let giveUp = lastChange + SimulationWorkerCommand.patience
-        while true {
-            var total: UInt64 = 0
-            for s in 0..<UInt32(counters.withLock { $0.lastSeen.count }) where s != id {
-                total += device.sharedMemoryLoad(offset: slot(sender: s, target: id), size: 8)
-            }
-            let (observed, seen) = counters.withLock { ($0.observed, $0.interrupts) }
-            if observed >= total { return 0 }
-            let now = Monotonic.now()
-            if seen != interrupts { interrupts = seen; lastChange = now }
-            let pending = (try? doorbell?.waitReadable(timeoutMilliseconds: 0)) == true
-            if (!pending && now - lastChange > 5) || now > giveUp { return total - observed }
-            Monotonic.sleep(seconds: 0.002)
+    /// How many messages sent to us were never observed. Called after every peer finished
+    /// sending, so every doorbell meant for us is already in our eventfd: once the event loop
+    /// has handled everything readable (`settle`, a barrier through the loop), a message
+    /// whose counter moved but that was never observed lost its interrupt.
+    func unobservedMessages() throws -> UInt64 {
+        guard link.settle(timeout: SimulationWorkerCommand.patience) else {
+            throw SimulationFailure("peer \(id)'s event loop did not catch up within \(Int(SimulationWorkerCommand.patience)) s (or its link closed)")
         }
+        var total: UInt64 = 0
+        for s in 0..<UInt32(counters.withLock { $0.lastSeen.count }) where s != id {
+            total += device.sharedMemoryLoad(offset: slot(sender: s, target: id), size: 8)
+        }
+        let observed = counters.withLock { $0.observed }
+        return total > observed ? total - observed : 0
     }
 
-    /// PEER_GONE messages received so far.
-    var departuresSeen: Int { link.linkEvents.filter { if case .peerLeft = $0 { return true }; return false }.count }
-
     /// Reports this peer's counters as one JSON object.
-    func finish() -> String {
-        let lost = unobservedMessages()
+    func finish() throws -> String {
+        let lost = try unobservedMessages()
         var finalStates = 0
         if scenario == .state {
             for s in 0..<UInt32(peers) where s != id && device.stateTableEntry(s) == s << 16 | UInt32(max(rounds, 1)) { finalStates += 1 }
         }
         let stats = device.statistics
         return counters.withLock { c in
-            "{\"id\":\(id),\"role\":\"peer\",\"sent\":\(c.sent),\"interrupts\":\(c.interrupts),\"delivered\":\(stats.delivered),\"observed\":\(c.observed),\"lost\":\(lost),\"unexpected\":\(c.unexpected),\"stateTransitions\":\(c.stateTransitions),\"finalStatesSeen\":\(finalStates),\"joins\":\(link.linkEvents.filter { if case .eventFD(_, 0) = $0 { return true }; return false }.count),\"leaves\":\(departuresSeen),\"latencyCount\":\(c.sampleCount),\"samples\":[\(c.samples.map(String.init).joined(separator: ","))]}"
+            "{\"id\":\(id),\"role\":\"peer\",\"sent\":\(c.sent),\"interrupts\":\(c.interrupts),\"delivered\":\(stats.delivered),\"observed\":\(c.observed),\"lost\":\(lost),\"unexpected\":\(c.unexpected),\"stateTransitions\":\(c.stateTransitions),\"finalStatesSeen\":\(finalStates),\"joins\":\(watch.joins),\"leaves\":\(watch.departures),\"latencyCount\":\(c.sampleCount),\"samples\":[\(c.samples.map(String.init).joined(separator: ","))]}"
         }
     }
 }

@@ -76,8 +76,8 @@ final class SimulationWorkers {
 
     /// Waits until every worker of `group` has written a stdout line starting with `word`
     /// and returns those lines in the group's order. Throws ``Aborted`` after marking the
-    /// culprits when a worker ends first, or when `stallTimeout` seconds pass without any
-    /// worker of the group getting further (a bound on silence, not on the phase's length,
+    /// culprits when a worker ends first, or when `stallTimeout` seconds pass without a line
+    /// from any worker of the group (a bound on silence, not on the phase's length,
     /// which grows with the number of peers and the machine's load).
     func collect(_ word: String, from group: [Worker], stallTimeout: Double) throws -> [String] {
         var found: [Int: String] = [:]
@@ -85,7 +85,8 @@ final class SimulationWorkers {
         while true {
             for w in group where found[w.number] == nil {
                 while let line = w.process.nextLine() {
-                    if line.hasPrefix(word) { found[w.number] = line; lastProgress = Monotonic.now(); break }
+                    lastProgress = Monotonic.now()  // any line is progress (churners say `cycle N`)
+                    if line.hasPrefix(word) { found[w.number] = line; break }
                 }
                 if found[w.number] == nil && !w.outputOpen {
                     reap(w)
