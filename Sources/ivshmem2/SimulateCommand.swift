@@ -61,8 +61,8 @@ struct SimulateCommand: ParsableCommand {
         return Int32(min(19, (log(Double(peers) / 8) / log(1.25)).rounded(.up)))
     }
 
-    /// How long the coordinator waits when no peer process gets any further: far longer than a
-    /// debug build of 1024 peers needs between two steps on a loaded 2-CPU machine.
+    /// How long the coordinator waits when no peer process writes anything: with 256 peers in
+    /// churn on a loaded 2-CPU machine (debug build), 2560 rejoins took 525 s: five lines a second.
     static let stallTimeout: Double = 180
 
     func run() throws {
