@@ -232,7 +232,7 @@ public final class IvshmemDevice: @unchecked Sendable {
 
     public func sharedMemoryLoad(offset: UInt64, size: Int) -> UInt64 {
         var v: UInt64 = 0
-        withUnsafeMutableBytes(of: &v) { sharedMemoryRead(offset: offset, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<min(size, 8)])) }
+        withUnsafeMutableBytes(of: &v) { _ = sharedMemoryRead(offset: offset, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<min(size, 8)])) }
         return v
     }
 

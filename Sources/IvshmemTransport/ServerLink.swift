@@ -67,9 +67,17 @@ final class ServerLink: PeerLink, @unchecked Sendable {
     /// Every message is handled exactly as the event loop handles it later.
     func readIntroduction(deadline: Double, timeout: Double) throws {
         let vectors = device.configuration.vectors
+        let what = "waiting for the server's introduction"
         while ownVectorCount < vectors {
-            let what = "waiting for the server's introduction (\(introductionProgress))"
-            let message = try BlockingMessageRead.read(from: socket, during: what, deadline: deadline, timeout: timeout)
+            let message: BlockingMessageRead
+            do {
+                message = try BlockingMessageRead.read(from: socket, during: what, deadline: deadline, timeout: timeout)
+            } catch AttachError.timeout(_, let seconds) {
+                // Described only now: building it per message costs O(peers) each time.
+                throw AttachError.timeout(during: "\(what) (\(introductionProgress))", seconds: seconds)
+            } catch AttachError.serverClosed {
+                throw AttachError.serverClosed(during: "\(what) (\(introductionProgress))")
+            }
             state.withLock { $0.pendingFDs += message.fds }
             handle(MessageReader.Frame(header: message.header, body: message.body))
         }
