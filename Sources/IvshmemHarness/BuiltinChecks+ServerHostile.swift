@@ -32,7 +32,7 @@ extension BuiltinChecks {
                 try child.waitListening()
                 let x = try child.connect()
                 defer { x.close() }
-                _ = try x.drain(quiet: 0.1)
+                _ = try x.takeIntroduction()
                 for hostileSize in [0, 1 << 40] {
                     try x.kept[0].truncate(to: hostileSize)
                     let y = try child.connect()
@@ -43,7 +43,7 @@ extension BuiltinChecks {
                     // Now the newcomer truncates and leaves: zeroing its entry must not kill the server.
                     try y.kept[0].truncate(to: 0)
                     y.close()
-                    _ = try x.drain(quiet: 0.1)
+                    _ = try x.take(until: .peerGone(id: 1))  // Y's eventfd, then its departure
                     try require(child.waitExit(timeout: 0) == nil, "the server still running (\(backing[0]))", "it ended: \(child.errorOutput())")
                 }
             }
@@ -64,7 +64,7 @@ extension BuiltinChecks {
             try first.waitListening()
             let x = try first.connect()
             defer { x.close() }
-            _ = try x.drain(quiet: 0.1)
+            _ = try x.takeIntroduction()
             let table = try x.mapSharedMemory(x.kept[0])
             ServerCheckSupport.store32(table, 0, 0x5A)
             try ServerCheckSupport.expectRefusal(ctx, ["-M", name, "-l", "64K"], naming: ["another server"], requirement: "SRV-SHM-8")
@@ -99,7 +99,7 @@ extension BuiltinChecks {
             defer { silent.close() }
             let reader = try child.connect()
             defer { reader.close() }
-            _ = try reader.drain(quiet: 0.1)
+            _ = try reader.takeIntroduction()
             let baseline = child.openDescriptorCount()
             var dropped = false
             for cycle in 0..<2000 where !dropped {

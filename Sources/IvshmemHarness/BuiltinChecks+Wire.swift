@@ -80,11 +80,45 @@ final class FDWireClient: @unchecked Sendable {
         return (decoded, m)
     }
 
-    /// Reads messages until none arrives within `quiet` seconds.
-    func drain(quiet: Double = 0.1) throws -> [Message] {
-        var out: [Message] = []
-        while let m = try next(timeout: quiet) { out.append(m) }
+    /// The next message, or a failure naming what was awaited.
+    private func required(_ what: String, timeout: Double) throws -> Message {
+        guard let m = try next(timeout: timeout) else {
+            throw CheckFailure(expected: what, actual: closedByServer ? "the server closed the connection" : "nothing within \(timeout) s")
+        }
+        return m
+    }
+
+    /// The whole introduction of a newcomer, read to its end rather than until a quiet
+    /// period (which a busy machine can stretch): INIT, the eventfds of every peer already
+    /// connected, and its own V eventfds, which come last (WIRE-SEQ-1 to WIRE-SEQ-4).
+    func takeIntroduction(timeout: Double = 10) throws -> [Message] {
+        let first = try required("INIT", timeout: timeout)
+        guard let info = try? WireMessage.decodeInitial(header: first.header, body: first.body) else {
+            throw CheckFailure(expected: "INIT", actual: "\(first.typeName) len \(first.header.length)")
+        }
+        var out = [first]
+        var own: UInt32 = 0
+        while own < info.vectors {
+            let m = try required("own EVENT_FD \(own) of \(info.vectors) (id \(info.id)) after \(out.count) message(s)", timeout: timeout)
+            out.append(m)
+            if case .eventFD(let id, _)? = try? WireMessage.decodeFollowing(header: m.header, body: m.body), id == info.id { own += 1 }
+        }
         return out
+    }
+
+    /// Exactly `count` messages (e.g. a newcomer's V eventfds at an existing peer).
+    func take(_ count: Int, timeout: Double = 10) throws -> [Message] {
+        try (0..<count).map { i in try required("message \(i + 1) of \(count)", timeout: timeout) }
+    }
+
+    /// Messages up to and including `wanted`.
+    func take(until wanted: WireMessage, timeout: Double = 10) throws -> [Message] {
+        var out: [Message] = []
+        while true {
+            let m = try required("\(wanted) after \(out.count) other message(s)", timeout: timeout)
+            out.append(m)
+            if (try? WireMessage.decodeFollowing(header: m.header, body: m.body)) == wanted { return out }
+        }
     }
 
     /// Expects the next message to be `wanted` (fds counted separately).
@@ -300,7 +334,8 @@ extension BuiltinChecks {
             }
             var yid: UInt32 = 0
             for (name, c) in [("X", x), ("Y", y)] {
-                let ms = try c.drain(quiet: 0.2)
+                // X also gets Y's eventfds after its own introduction.
+                let ms = try c.takeIntroduction() + (name == "X" ? c.take(Int(V)) : [])
                 try require(ms.count >= 1 + V, "\(name) to receive INIT and eventfds", "\(ms.count) messages")
                 if name == "Y" { yid = readLE32(ms[0].body, 8) }
                 for m in ms { try examine(name, m) }
@@ -316,10 +351,10 @@ extension BuiltinChecks {
             defer { harness.close() }
             let x = try FDWireClient(path: ctx.socketPath)
             defer { x.close() }
-            _ = try x.drain(quiet: 0.1)
+            _ = try x.takeIntroduction()
             let a = try harness.join(name: "A", options: AttachOptions(profile: ctx.profile), setup: .ready)
             var fds: [UInt32: EventFD] = [:]
-            for m in try x.drain(quiet: 0.2) {
+            for m in try x.take(Int(ctx.server.vectors)) {
                 if case .eventFD(let id, let v) = try WireMessage.decodeFollowing(header: m.header, body: m.body), id == a.id, let fd = m.fds.first {
                     fds[v] = EventFD(fd: fd)
                 }
