@@ -48,28 +48,22 @@ public struct MessageReader: Sendable {
     /// The header of the message being read, once it is complete.
     public var currentHeader: MessageHeader? { header }
 
-    /// Takes bytes just read (no more than ``bytesWanted``; extra bytes are an error of the
-    /// caller and are rejected) and returns a frame when one is complete.
+    /// Takes bytes just read and returns a frame when one is complete. More than
+    /// ``bytesWanted`` bytes is an error of the caller (it read past the header, or into the next
+    /// message, so a descriptor may sit with the wrong message) and throws ``WireError/readTooLong(wanted:received:)``.
     /// A header with an impossible length throws: the stream cannot be framed after that.
     public mutating func consume(_ bytes: some Collection<UInt8>) throws(WireError) -> Frame? {
-        var input = Array(bytes)[...]
+        let input = Array(bytes)
+        guard input.count <= bytesWanted else { throw .readTooLong(wanted: bytesWanted, received: input.count) }
         if header == nil {
-            let take = min(input.count, WireConstants.headerSize - headerBytes.count)
-            headerBytes.append(contentsOf: input.prefix(take))
-            input = input.dropFirst(take)
+            headerBytes += input
             guard headerBytes.count == WireConstants.headerSize else { return nil }
-            let parsed = try MessageHeader(parsing: headerBytes)
-            header = parsed
+            header = try MessageHeader(parsing: headerBytes)
             headerBytes.removeAll(keepingCapacity: true)
+        } else {
+            body += input
         }
-        guard let current = header else { return nil }
-        let take = min(input.count, current.bodyLength - body.count)
-        body.append(contentsOf: input.prefix(take))
-        input = input.dropFirst(take)
-        guard input.isEmpty else {
-            throw .bodyLengthMismatch(expected: current.bodyLength, received: body.count + input.count)
-        }
-        guard body.count == current.bodyLength else { return nil }
+        guard let current = header, body.count == current.bodyLength else { return nil }
         let frame = Frame(header: current, body: body)
         header = nil
         body = []

@@ -11,6 +11,8 @@ public enum WireError: Error, Equatable, Hashable, Sendable, CustomStringConvert
     case lengthTooLarge(type: UInt32, length: UInt32, limit: UInt32)
     /// The body handed to the decoder is not `len - 8` bytes long.
     case bodyLengthMismatch(expected: Int, received: Int)
+    /// A caller handed the stream reader more bytes than it asked for.
+    case readTooLong(wanted: Int, received: Int)
     /// The first message is not INIT (WIRE-CLI-1).
     case notInitial(type: UInt32)
     /// INIT again after the set-up (WIRE-CLI-16).
@@ -40,6 +42,8 @@ public enum WireError: Error, Equatable, Hashable, Sendable, CustomStringConvert
             return "message type \(type) has length \(length), more than the \(limit) bytes a reader accepts"
         case .bodyLengthMismatch(let expected, let received):
             return "message body is \(received) bytes, the header announced \(expected)"
+        case .readTooLong(let wanted, let received):
+            return "read \(received) bytes where the message reader wanted at most \(wanted)"
         case .notInitial(let type):
             return "first message from the server has type \(type), expected INIT (0)"
         case .unexpectedType(let type):

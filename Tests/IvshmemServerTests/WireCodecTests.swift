@@ -154,7 +154,11 @@ struct WireCodecTests {
         #expect(!reader.isInsideMessage)
         // More bytes than wanted are refused rather than silently merged into the next message.
         var strict = MessageReader()
-        #expect(throws: WireError.self) { try strict.consume(WireMessage.peerGone(id: 1).encode() + [0]) }
+        #expect(throws: WireError.readTooLong(wanted: 8, received: 13)) { try strict.consume(WireMessage.peerGone(id: 1).encode() + [0]) }
+        // So is a header with part of its body: the body's descriptor must arrive with the body.
+        var split = MessageReader()
+        #expect(throws: WireError.readTooLong(wanted: 8, received: 11)) { try split.consume(WireMessage.peerGone(id: 1).encode().prefix(11)) }
+        #expect(try split.consume(WireMessage.peerGone(id: 1).encode().prefix(8)) == nil && split.bytesWanted == 4)
     }
 
     @Test("WIRE-CLI-16: malformed input never crashes the decoder (random bytes)")
