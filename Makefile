@@ -8,7 +8,7 @@ BIN_DEBUG   := .build/debug/ivshmem2
 BIN_RELEASE := .build/release/ivshmem2
 PREFIX      ?= /usr/local
 
-.PHONY: all build release test demo deps tables bench bench-smoke conformance stress clean help
+.PHONY: all build release test demo deps tables bench bench-smoke conformance stress clean help fuzz test-sanitize
 
 all: build
 
@@ -21,6 +21,8 @@ help:
 	@echo "make install  PREFIX=/usr/local: libivshmem2.so, include/ivshmem2.h, lib/pkgconfig/ivshmem2.pc"
 	@echo "make drivers  install into a temporary prefix, build the example C drivers with pkg-config, run them"
 	@echo "make stress  STRESS_N=20: process/socket/simulation tests and the conformance suite, N rounds, next to two busy loops"
+	@echo "make fuzz     libFuzzer builds of the wire decoder, script parser and spec-table loader, FUZZ_SECONDS (120) each"
+	@echo "make test-sanitize  the Swift test suites under ThreadSanitizer, then AddressSanitizer"
 	@echo "make tables   regenerate Sources/IvshmemSpec/EmbeddedTables.swift from spec/tables"
 
 # System packages: libpci (our config-space decoder) and lspci (used by the tests).
@@ -84,6 +86,17 @@ drivers: deps tables
 stress: build
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
 	tools/stress.sh
+
+# Fuzzing: each target built with libFuzzer (clang's runtime ships with the Swift toolchain) in
+# release mode in its own scratch path, then run for FUZZ_SECONDS; fails when one finds a crash.
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS ?= wire script tables
+FUZZ_BUILD   := .build-fuzz
+fuzz: tables
+	for t in $(FUZZ_TARGETS); do \
+		$(SWIFT) build -c release --sanitize=fuzzer -Xswiftc -DFUZZING --scratch-path $(FUZZ_BUILD) --product fuzz-$$t $(SWIFT_FLAGS) || exit 1; \
+	done
+	fixtures/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 demo: build
 	$(BIN_DEBUG) demo

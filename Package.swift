@@ -14,6 +14,10 @@ let package = Package(
         .executable(name: "ivshmem2-bench", targets: ["ivshmem2-bench"]),
         // libivshmem2.so: the C API for guest drivers (include/ivshmem2.h; `make install`).
         .library(name: "ivshmem2c", type: .dynamic, targets: ["IvshmemC"]),
+        // Fuzz targets (`make fuzz` builds them with libFuzzer; a normal build replays files).
+        .executable(name: "fuzz-wire", targets: ["fuzz-wire"]),
+        .executable(name: "fuzz-script", targets: ["fuzz-script"]),
+        .executable(name: "fuzz-tables", targets: ["fuzz-tables"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -81,6 +85,13 @@ let package = Package(
             .unsafeFlags(["-Xlinker", "-soname", "-Xlinker", "libivshmem2.so"]),
         ]),
 
+        // Fuzzing (`make fuzz`): the targets as functions of bytes, and one thin executable each
+        // whose libFuzzer entry point exists only when built with -D FUZZING.
+        .target(name: "IvshmemFuzz", dependencies: ["IvshmemWire", "IvshmemHarness", "IvshmemModel", "IvshmemSpec"]),
+        .executableTarget(name: "fuzz-wire", dependencies: ["IvshmemFuzz"]),
+        .executableTarget(name: "fuzz-script", dependencies: ["IvshmemFuzz"]),
+        .executableTarget(name: "fuzz-tables", dependencies: ["IvshmemFuzz"]),
+
         .testTarget(name: "IvshmemModelTests", dependencies: ["IvshmemModel", "IvshmemSpec", "IvshmemPlatform"]),
         .testTarget(name: "IvshmemPCIDumpTests", dependencies: ["IvshmemPCIDump", "IvshmemModel"]),
         .testTarget(name: "IvshmemServerTests", dependencies: [
@@ -92,5 +103,6 @@ let package = Package(
         ]),
         .testTarget(name: "IvshmemHarnessTests", dependencies: ["IvshmemHarness", "IvshmemPosix", "IvshmemSpec"]),
         .testTarget(name: "SpecCoverageTests", dependencies: ["IvshmemSpec"]),
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["IvshmemFuzz", "IvshmemHarness", "IvshmemSpec", "IvshmemWire"]),
     ]
 )
