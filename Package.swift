@@ -31,34 +31,35 @@ let package = Package(
         .systemLibrary(name: "CLibPCI", pkgConfig: "libpci", providers: [.apt(["libpci-dev"])]),
         .target(name: "CPCIShim", dependencies: ["CLibPCI"]),
 
-        // Layer 0: the spec as data.
+        // Layer 0: the spec as data; locks that ThreadSanitizer can see.
         .target(name: "IvshmemSpec"),
+        .target(name: "IvshmemSync", dependencies: ["CIvshmemShim"]),
         // Layer 1: thin typed syscall wrappers.
-        .target(name: "IvshmemPosix", dependencies: ["CIvshmemShim"]),
+        .target(name: "IvshmemPosix", dependencies: ["CIvshmemShim", "IvshmemSync"]),
         // Layer 2: the device model (config space, capabilities, BAR0, shared memory, interrupts).
-        .target(name: "IvshmemModel", dependencies: ["IvshmemSpec", "CIvshmemShim"]),
+        .target(name: "IvshmemModel", dependencies: ["IvshmemSpec", "IvshmemSync", "CIvshmemShim"]),
         // Layer 3: the virtual PCI platform (bus, ECAM, CF8/CFC, BAR decode, interrupt sink).
-        .target(name: "IvshmemPlatform", dependencies: ["IvshmemModel"]),
+        .target(name: "IvshmemPlatform", dependencies: ["IvshmemModel", "IvshmemSync"]),
         // Layer 4: wire messages, the server, and the device attached to a server.
         .target(name: "IvshmemWire"),
         .target(name: "IvshmemServer", dependencies: [
-            "IvshmemWire", "IvshmemPosix", "IvshmemSpec",
+            "IvshmemWire", "IvshmemPosix", "IvshmemSpec", "IvshmemSync",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "IvshmemTransport", dependencies: [
-            "IvshmemWire", "IvshmemPosix", "IvshmemModel",
+            "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemSync",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Layer 5: the register-level test harness, scripts and their runner.
         .target(name: "IvshmemHarness", dependencies: [
-            "IvshmemModel", "IvshmemPlatform", "IvshmemTransport", "IvshmemServer", "IvshmemPosix", "IvshmemSpec",
+            "IvshmemModel", "IvshmemPlatform", "IvshmemTransport", "IvshmemServer", "IvshmemPosix", "IvshmemSpec", "IvshmemSync",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // libpci decoding of config-space dumps.
         .target(name: "IvshmemPCIDump", dependencies: ["CPCIShim", "CLibPCI"]),
 
         .executableTarget(name: "ivshmem2", dependencies: [
-            "IvshmemModel", "IvshmemPlatform", "IvshmemServer", "IvshmemTransport", "IvshmemPosix", "IvshmemHarness",
+            "IvshmemModel", "IvshmemPlatform", "IvshmemServer", "IvshmemTransport", "IvshmemPosix", "IvshmemHarness", "IvshmemSync",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "Logging", package: "swift-log"),
@@ -77,7 +78,7 @@ let package = Package(
         // the public header, trapped MMIO windows with an x86-64 MOV decoder, mmap helpers).
         .target(name: "CIvshmemTrap"),
         .target(name: "IvshmemC", dependencies: [
-            "CIvshmemTrap", "IvshmemModel", "IvshmemPlatform", "IvshmemTransport", "IvshmemServer", "IvshmemPosix",
+            "CIvshmemTrap", "IvshmemModel", "IvshmemPlatform", "IvshmemTransport", "IvshmemServer", "IvshmemPosix", "IvshmemSync",
             .product(name: "Logging", package: "swift-log"),
         ], linkerSettings: [
             // The product is `ivshmem2c` (the executable already owns the name `ivshmem2`);
@@ -92,13 +93,13 @@ let package = Package(
         .executableTarget(name: "fuzz-script", dependencies: ["IvshmemFuzz"]),
         .executableTarget(name: "fuzz-tables", dependencies: ["IvshmemFuzz"]),
 
-        .testTarget(name: "IvshmemModelTests", dependencies: ["IvshmemModel", "IvshmemSpec", "IvshmemPlatform"]),
+        .testTarget(name: "IvshmemModelTests", dependencies: ["IvshmemModel", "IvshmemSpec", "IvshmemPlatform", "IvshmemSync"]),
         .testTarget(name: "IvshmemPCIDumpTests", dependencies: ["IvshmemPCIDump", "IvshmemModel"]),
         .testTarget(name: "IvshmemServerTests", dependencies: [
             "IvshmemServer", "IvshmemTransport", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform",
         ]),
         .testTarget(name: "IvshmemTransportTests", dependencies: [
-            "IvshmemTransport", "IvshmemServer", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform", "IvshmemHarness",
+            "IvshmemTransport", "IvshmemServer", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform", "IvshmemHarness", "IvshmemSync",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "IvshmemHarnessTests", dependencies: ["IvshmemHarness", "IvshmemPosix", "IvshmemSpec"]),

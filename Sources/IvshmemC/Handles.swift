@@ -6,7 +6,7 @@ import IvshmemModel
 import IvshmemPlatform
 import IvshmemServer
 import IvshmemTransport
-import Synchronization
+import IvshmemSync
 
 /// The objects behind the C handles. A handle is `Unmanaged.passRetained(box).toOpaque()`.
 
@@ -22,9 +22,9 @@ final class PlatformBox: @unchecked Sendable {
         var fn: ivshmem2_interrupt_fn?
         var context: UnsafeMutableRawPointer?
     }
-    let interruptCallback = Mutex(Callback())
-    let devices = Mutex<[DeviceBox]>([])
-    let mappings = Mutex<[UInt: HostMapping]>([:])
+    let interruptCallback = Locked(Callback())
+    let devices = Locked<[DeviceBox]>([])
+    let mappings = Locked<[UInt: HostMapping]>([:])
 
     init(ecamBase: UInt64) {
         platform = PCIPlatform(ecamBase: ecamBase)
@@ -49,8 +49,8 @@ final class DeviceBox: @unchecked Sendable {
         var fn: ivshmem2_finding_fn?
         var context: UnsafeMutableRawPointer?
     }
-    let findingCallback = Mutex(Callback())
-    let detached = Mutex(false)
+    let findingCallback = Locked(Callback())
+    let detached = Locked(false)
 
     init(link: AttachedDevice, bdf: BDF, platform: PlatformBox) {
         self.link = link

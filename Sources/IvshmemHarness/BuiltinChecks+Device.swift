@@ -5,7 +5,7 @@ import IvshmemModel
 import IvshmemPosix
 import IvshmemTransport
 import IvshmemWire
-import Synchronization
+import IvshmemSync
 
 extension BuiltinChecks {
     /// Built-in conformance checks for the device requirements that scripts cannot express:
@@ -140,7 +140,7 @@ extension BuiltinChecks {
 
 /// Counts MSI-X messages per vector and INTx edges.
 final class CountingSink: InterruptSink, @unchecked Sendable {
-    private let counts = Mutex<[Int: Int]>([:])
+    private let counts = Locked<[Int: Int]>([:])
     func msixMessage(from device: IvshmemDevice, vector: Int, address: UInt64, data: UInt32) { counts.withLock { $0[vector, default: 0] += 1 } }
     func intxEdge(from device: IvshmemDevice, pin: UInt8) { counts.withLock { $0[-1, default: 0] += 1 } }
     func count(vector: Int) -> Int { counts.withLock { $0[vector] ?? 0 } }
@@ -212,7 +212,7 @@ enum DeviceCheckSupport {
         let memory = try IvshmemPosix.SharedMemory.createAnonymous(size: 0x2000)
         defer { memory.closeQuietly() }
         let init_ = WireMessage.initial(InitialInfo(id: 0, maxPeers: 2, vectors: 1, protocol: `protocol`, outputSectionSize: 0)).encode()
-        let accepted = Mutex<FileDescriptor?>(nil)
+        let accepted = Locked<FileDescriptor?>(nil)
         let server = CheckThread {
             guard let c = try? UnixSocket.accept(listener, nonBlocking: false) else { return }
             accepted.withLock { $0 = c }

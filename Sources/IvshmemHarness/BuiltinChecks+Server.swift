@@ -3,7 +3,7 @@ import IvshmemPosix
 import IvshmemServer
 import IvshmemSpec
 import IvshmemWire
-import Synchronization
+import IvshmemSync
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -29,7 +29,7 @@ final class ServerChild: @unchecked Sendable {
         throw CheckFailure(expected: "the ivshmem2 executable (to spawn `ivshmem2 server`)", actual: "running as \(own)")
     }
 
-    private static let counter = Mutex(0)
+    private static let counter = Locked(0)
     /// A POSIX shared-memory name unique to this process and call.
     static func uniqueShmName() -> String {
         let n = counter.withLock { c -> Int in c += 1; return c }

@@ -5,7 +5,7 @@ import IvshmemServer
 import IvshmemSpec
 import IvshmemTransport
 import Logging
-import Synchronization
+import IvshmemSync
 
 /// Where the harness's peers find their server.
 public enum ServerSource: Sendable {
@@ -36,9 +36,9 @@ public final class Harness: @unchecked Sendable {
     public let socketPath: String
     private let serverThread: ServerThread?
     private let directory: String?
-    private let peers = Mutex<[HarnessPeer]>([])
+    private let peers = Locked<[HarnessPeer]>([])
     /// Connections made to the server: joins (failed ones too) and raw clients.
-    private let opened = Mutex(0)
+    private let opened = Locked(0)
 
     public init(server: ServerSource, tables: SpecTables = .builtIn) throws {
         self.tables = tables

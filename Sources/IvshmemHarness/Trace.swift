@@ -1,7 +1,7 @@
 import Foundation
 import IvshmemModel
 import IvshmemPosix
-import Synchronization
+import IvshmemSync
 
 /// One recorded event: a register access, an interrupt, a wire message or a finding.
 public struct TraceEvent: Sendable, Equatable, Codable {
@@ -44,10 +44,10 @@ func format6(_ t: Double) -> String {
 public final class TraceRecorder: Sendable {
     public static let defaultCapacity = 200_000
     private let start = Monotonic.now()
-    private let events: Mutex<BoundedLog<TraceEvent>>
+    private let events: Locked<BoundedLog<TraceEvent>>
 
     public init(capacity: Int = TraceRecorder.defaultCapacity) {
-        events = Mutex(BoundedLog(capacity: capacity))
+        events = Locked(BoundedLog(capacity: capacity))
     }
 
     public func record(_ peer: String, _ kind: TraceEvent.Kind, address: UInt64? = nil, size: Int? = nil, value: UInt64? = nil, detail: String? = nil, requirement: String? = nil) {

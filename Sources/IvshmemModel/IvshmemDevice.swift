@@ -1,5 +1,5 @@
 import IvshmemSpec
-import Synchronization
+import IvshmemSync
 
 /// One ivshmem v2 PCI function: config space, BAR0 registers, MSI-X table and PBA, and the
 /// driver's view of the shared memory, all built from the spec tables.
@@ -20,9 +20,9 @@ public final class IvshmemDevice: @unchecked Sendable {
         weak var link: (any PeerLink)?
         weak var sink: (any InterruptSink)?
     }
-    private let wiring = Mutex(Wiring())
-    private let state: Mutex<DeviceState>
-    private let findingHandler: Mutex<(@Sendable (Finding) -> Void)?> = Mutex(nil)
+    private let wiring = Locked(Wiring())
+    private let state: Locked<DeviceState>
+    private let findingHandler: Locked<(@Sendable (Finding) -> Void)?> = Locked(nil)
 
     /// Creates a device over `sharedMemory`, linked to the other peers by `link`.
     /// Throws `DeviceConfigurationError` (naming the parameter) or `SpecError`.
@@ -39,7 +39,7 @@ public final class IvshmemDevice: @unchecked Sendable {
         sharedMemoryLayout = try SharedMemoryLayout(geometry: layout.geometry, viewer: configuration.id, profile: profile, tables: tables)
         var initial = try DeviceState(layout: layout, tables: tables)
         initial.refreshWindows(layout: layout)
-        state = Mutex(initial)
+        state = Locked(initial)
         wiring.withLock { $0.link = link }
     }
 

@@ -1,5 +1,5 @@
 import IvshmemSpec
-import Synchronization
+import IvshmemSync
 
 /// Several devices in one process over one shared memory: the in-process `PeerLink`, the way
 /// a deterministic embedded event loop sits next to a real one. Doorbells are delivered
@@ -10,7 +10,7 @@ public final class LocalFabric: PeerLink, @unchecked Sendable {
     public let template: DeviceConfiguration
     public let geometry: SharedMemoryGeometry
     private let tables: SpecTables
-    private let devices = Mutex<[UInt32: IvshmemDevice]>([:])
+    private let devices = Locked<[UInt32: IvshmemDevice]>([:])
 
     /// `template` gives every device's parameters except `id`.
     public init(template: DeviceConfiguration, tables: SpecTables = .builtIn) throws {

@@ -1,5 +1,5 @@
 import IvshmemModel
-import Synchronization
+import IvshmemSync
 
 /// A virtual PCI host: devices at bus/device/function addresses, config access through ECAM
 /// and the legacy 0xCF8/0xCFC ports, BARs decoded where software programmed them, and an
@@ -19,7 +19,7 @@ public final class PCIPlatform: InterruptSink, @unchecked Sendable {
         var ordered: [(bdf: BDF, device: IvshmemDevice)] = []
         var cf8: UInt32 = 0
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     public init(ecamBase: UInt64 = 0xE000_0000) { self.ecamBase = ecamBase }
 

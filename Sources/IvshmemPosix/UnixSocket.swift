@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import CIvshmemShim
-import Synchronization
+import IvshmemSync
 
 /// A UNIX socket path that does not fit `sun_path`.
 public struct UnixSocketPathError: Error, CustomStringConvertible, Sendable {
@@ -64,7 +64,7 @@ public enum UnixSocket {
     }
 
     /// Serialises this process's temporary umask changes (``listen(path:backlog:mode:nonBlocking:)``).
-    private static let umaskLock = Mutex(())
+    private static let umaskLock = Locked(())
 
     /// A stream socket connected to `path` (blocking unless `nonBlocking`).
     public static func connect(path: String, nonBlocking: Bool = false) throws -> FileDescriptor {

@@ -5,7 +5,7 @@ import IvshmemPosix
 import IvshmemSpec
 import IvshmemWire
 import Logging
-import Synchronization
+import IvshmemSync
 
 /// The ivshmem v2 server (spec §12): hands every peer the shared memory and every other
 /// peer's eventfds, with the reference server's messages in the reference server's order
@@ -44,8 +44,8 @@ public final class IvshmemServer: @unchecked Sendable {
     /// Peers waiting for in-flight descriptors to drain (ETOOMANYREFS).
     var retryLater: [Peer] = []
 
-    let lifecycle = Mutex(Lifecycle())
-    private let published = Mutex(PublishedState())
+    let lifecycle = Locked(Lifecycle())
+    private let published = Locked(PublishedState())
 
     static let listenerToken: UInt64 = 0
     static let wakeToken: UInt64 = 1

@@ -1,7 +1,7 @@
 import IvshmemModel
 import IvshmemPosix
 import IvshmemWire
-import Synchronization
+import IvshmemSync
 
 /// The device's side of a server connection after INIT: it holds every peer's eventfds, reads
 /// EVENT_FD and PEER_GONE (WIRE-CLI-11…18), turns increments on the device's own eventfds
@@ -41,7 +41,7 @@ final class ServerLink: PeerLink, @unchecked Sendable {
         var barrierSeen = 0
         var barrierCompleted = 0
     }
-    private let state = Mutex(LinkState())
+    private let state = Locked(LinkState())
 
     private static let socketToken: UInt64 = .max
     private static let wakeToken: UInt64 = .max - 1

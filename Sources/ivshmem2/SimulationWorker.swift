@@ -3,7 +3,7 @@ import IvshmemModel
 import IvshmemPlatform
 import IvshmemPosix
 import IvshmemTransport
-import Synchronization
+import IvshmemSync
 
 /// The scenarios `ivshmem2 simulate` runs.
 enum Scenario: String, CaseIterable, ExpressibleByArgument, Sendable {
@@ -238,8 +238,8 @@ final class SimWorker: @unchecked Sendable {
         var rng: UInt64
         var sent: UInt64 = 0
     }
-    private let counters: Mutex<Counters>
-    private let tokenDone = Mutex(false)
+    private let counters: Locked<Counters>
+    private let tokenDone = Locked(false)
 
     static func environment(_ name: String) -> String? {
         guard let v = getenv(name) else { return nil }
@@ -254,7 +254,7 @@ final class SimWorker: @unchecked Sendable {
         self.rounds = rounds
         let n = Int(link.device.configuration.maxPeers)
         doorbellVector = link.device.configuration.vectors > 1 ? 1 : 0
-        counters = Mutex(Counters(lastSeen: Array(repeating: 0, count: n), stateSeen: Array(repeating: 0, count: n), rng: seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(link.device.id) &+ 1))
+        counters = Locked(Counters(lastSeen: Array(repeating: 0, count: n), stateSeen: Array(repeating: 0, count: n), rng: seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(link.device.id) &+ 1))
         try DriverSetup.plugAndEnable(link.device, into: platform, at: try BDF(device: 4))
         platform.interrupts.addHandler { [self] r in
             if case .msix(let v, _, _) = r.kind { self.onInterrupt(vector: v) }

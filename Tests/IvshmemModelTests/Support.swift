@@ -1,7 +1,7 @@
 import IvshmemModel
 import IvshmemPlatform
 import IvshmemSpec
-import Synchronization
+import IvshmemSync
 import Testing
 
 // MARK: register offsets (spec section 6)
@@ -29,7 +29,7 @@ final class RecordingSink: InterruptSink, @unchecked Sendable {
             }
         }
     }
-    private let store = Mutex<[Event]>([])
+    private let store = Locked<[Event]>([])
     var events: [Event] { store.withLock { $0 } }
     var messages: [Event] { events.filter { if case .msix = $0 { return true } else { return false } } }
     var edges: [Event] { events.filter { if case .intx = $0 { return true } else { return false } } }

@@ -81,7 +81,7 @@ import Testing
     @Test("IRQ-STATE-1, REG-ST-5: a state write is in the table before the others' vector-0 interrupt")
     func stateChangeAcrossServer() throws {
         try withTwoDrivenPeers { a, b in
-            let seen = Mutex<UInt32?>(nil)
+            let seen = Locked<UInt32?>(nil)
             b.platform.interrupts.addHandler { _ in seen.withLock { $0 = b.device.stateTableEntry(0) } }
             a.device.writeRegister(0x10, 0xA1)
             #expect(b.waitForVector(0) != nil)
@@ -159,7 +159,7 @@ import Testing
         // B's event loop is held inside its first interrupt handler while A rings five more times.
         let gate = DispatchSemaphore(value: 0)
         let entered = DispatchSemaphore(value: 0)
-        let first = Mutex(true)
+        let first = Locked(true)
         b.platform.interrupts.addHandler { _ in
             if first.withLock({ f in defer { f = false }; return f }) {
                 entered.signal()
@@ -187,4 +187,4 @@ import Testing
     }
 }
 
-import Synchronization
+import IvshmemSync

@@ -92,4 +92,12 @@ int ivs_add_seals(int fd, int seals);
 static inline int ivs_seal_seal(void) { return 0x0001; }
 static inline int ivs_seal_write(void) { return 0x0008; }
 
+/// ThreadSanitizer annotations for locks it cannot see (Synchronization.Mutex takes a contended
+/// lock inside the kernel, a PI futex, so TSan misses the ordering and reports false races).
+/// Weak: without the TSan runtime linked in they are null and these calls do nothing.
+extern void __tsan_acquire(void *addr) __attribute__((weak));
+extern void __tsan_release(void *addr) __attribute__((weak));
+static inline void ivs_tsan_acquire(void *addr) { if (__tsan_acquire) __tsan_acquire(addr); }
+static inline void ivs_tsan_release(void *addr) { if (__tsan_release) __tsan_release(addr); }
+
 #endif
