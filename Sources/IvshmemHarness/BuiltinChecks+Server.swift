@@ -23,7 +23,10 @@ final class ServerChild: @unchecked Sendable {
     static func executable() throws -> String {
         let own = try SpawnedProcess.currentExecutablePath()
         if own.hasSuffix("/ivshmem2") { return own }
-        for candidate in [".build/debug/ivshmem2", ".build/release/ivshmem2"] where (try? FileSystem.status(ofPath: candidate)) != nil {
+        // Next to a test bundle first: a sanitizer build (`--scratch-path .build-tsan`) spawns
+        // its own instrumented ivshmem2, not the one of the normal build.
+        let sibling = own.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/") + "/ivshmem2"
+        for candidate in [sibling, ".build/debug/ivshmem2", ".build/release/ivshmem2"] where (try? FileSystem.status(ofPath: candidate)) != nil {
             return candidate
         }
         throw CheckFailure(expected: "the ivshmem2 executable (to spawn `ivshmem2 server`)", actual: "running as \(own)")
