@@ -96,16 +96,16 @@ fuzz: tables
 	for t in $(FUZZ_TARGETS); do \
 		$(SWIFT) build -c release --sanitize=fuzzer -Xswiftc -DFUZZING --scratch-path $(FUZZ_BUILD) --product fuzz-$$t $(SWIFT_FLAGS) || exit 1; \
 	done
-	fixtures/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+	tools/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # Sanitizers: every Swift test suite under ThreadSanitizer, then under AddressSanitizer, each
 # built in its own scratch path (the ivshmem2 processes the tests spawn are instrumented too).
-# fixtures/sanitizers/run.sh fails on a test failure or on any process's report.
+# tools/sanitize.sh fails on a test failure or on any process's report.
 test-sanitize: deps tables
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan $(SWIFT_FLAGS)
-	fixtures/sanitizers/run.sh thread .build-tsan
+	tools/sanitize.sh thread .build-tsan
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan $(SWIFT_FLAGS)
-	fixtures/sanitizers/run.sh address .build-asan
+	tools/sanitize.sh address .build-asan
 
 demo: build
 	$(BIN_DEBUG) demo

@@ -43,7 +43,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
 
     /// Seeds made from repository files rather than kept as files: for `tables`, each file of
     /// `spec/tables` alone, and each example of `fixtures/spec-changes` with all its files, in
-    /// the input format (`=== name` lines). `fixtures/fuzz/run.sh` writes the same ones.
+    /// the input format (`=== name` lines). `tools/fuzz.sh` writes the same ones.
     public func generatedSeeds(repositoryRoot root: String) -> [[UInt8]] {
         guard self == .tables else { return [] }
         func section(_ path: String) -> String? {
