@@ -88,10 +88,11 @@ extension FileSystem {
         guard let dir = opendir(path) else { throw SystemCallError(call: "opendir", errno: Errno(rawValue: errno), detail: path) }
         defer { closedir(dir) }
         var names: [String] = []
+        // readdir's records are only as long as their name: read the name in place, up to its
+        // NUL. (Copying `d_name`, a 256-byte array, read past the end of the last record.)
+        let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
         while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) { p in
-                p.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
+            let name = String(cString: (UnsafeRawPointer(entry) + nameOffset).assumingMemoryBound(to: CChar.self))
             if name != "." && name != ".." { names.append(name) }
         }
         return names
