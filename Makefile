@@ -100,12 +100,14 @@ fuzz: tables
 
 # Sanitizers: every Swift test suite under ThreadSanitizer, then under AddressSanitizer, each
 # built in its own scratch path (the ivshmem2 processes the tests spawn are instrumented too).
-# tools/sanitize.sh fails on a test failure or on any process's report.
+# tools/sanitize.sh fails on a test failure or on any process's report. Under ASan the server
+# churn test is skipped: its bound on the server's resident memory measures the allocator, and
+# ASan's quarantine keeps freed memory by design (its descriptor and ID checks run under TSan).
 test-sanitize: deps tables
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan $(SWIFT_FLAGS)
 	tools/sanitize.sh thread .build-tsan
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan $(SWIFT_FLAGS)
-	tools/sanitize.sh address .build-asan
+	tools/sanitize.sh address .build-asan --skip serverChurn
 
 demo: build
 	$(BIN_DEBUG) demo

@@ -23,6 +23,16 @@ func bytes(_ path: String) throws -> [UInt8] {
         for input in inputs { target.run(input) }
     }
 
+    @Test("tools/fuzz.sh seeds each target from the same places as the replay test")
+    func runnerAgrees() throws {
+        let runner = String(decoding: try bytes(repositoryRoot + "/tools/fuzz.sh"), as: UTF8.self)
+        for target in FuzzTarget.allCases {
+            for directory in target.fixtureSeedDirectories { #expect(runner.contains("$root/\(directory)"), "\(target): \(directory)") }
+        }
+        #expect(runner.contains("$root/fixtures/fuzz/$target") && runner.contains("$root\"/spec/tables/*.json"))
+        #expect(runner.contains("$root\"/fixtures/spec-changes/*/"))
+    }
+
     @Test("the script seeds: the syntax tour parses into its two cases, the error seed stops at its first bad line")
     func scriptSeeds() throws {
         let tour = try ScriptParser.parse(String(decoding: try bytes(repositoryRoot + "/fixtures/fuzz/script/syntax-tour.ivs"), as: UTF8.self), path: "t")
