@@ -8,7 +8,7 @@ import IvshmemHarness
 enum ScriptFuzz {
     static func run(_ input: [UInt8]) -> FuzzTarget.Outcome {
         let text = String(decoding: input, as: UTF8.self)
-        let lineCount = text.split(separator: "\n", omittingEmptySubsequences: false).count
+        let lineCount = text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).count
         let script: Script
         do { script = try ScriptParser.parse(text, path: "fuzz.ivs") } catch let error as ScriptError {
             invariant((1...max(1, lineCount)).contains(error.line) && error.column >= 1,

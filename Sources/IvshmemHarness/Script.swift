@@ -102,7 +102,8 @@ public enum ScriptParser {
     public static func parse(_ text: String, path: String) throws -> Script {
         var prelude: [Script.Statement] = []
         var cases: [Script.Case] = []
-        for (i, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // Any line break ends a line: "\r\n" is one Character, which "\n" alone would not split.
+        for (i, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let lineNo = i + 1
             var body = Substring(rawLine)
             if let hash = body.firstIndex(of: "#") { body = body[..<hash] }
@@ -176,7 +177,7 @@ public enum ScriptParser {
         var col = 1
         while i < s.endIndex {
             let c = s[i]
-            if c == " " || c == "\t" { i = s.index(after: i); col += 1; continue }
+            if c.isWhitespace { i = s.index(after: i); col += 1; continue }
             let startCol = col
             var text = ""
             if c == "\"" {
@@ -184,7 +185,7 @@ public enum ScriptParser {
                 while i < s.endIndex, s[i] != "\"" { text.append(s[i]); i = s.index(after: i); col += 1 }
                 if i < s.endIndex { i = s.index(after: i); col += 1 }
             } else {
-                while i < s.endIndex, s[i] != " ", s[i] != "\t" { text.append(s[i]); i = s.index(after: i); col += 1 }
+                while i < s.endIndex, !s[i].isWhitespace { text.append(s[i]); i = s.index(after: i); col += 1 }
             }
             out.append(Token(text: text, column: startCol))
         }

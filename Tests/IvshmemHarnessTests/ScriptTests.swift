@@ -37,6 +37,21 @@ func fixture(_ relative: String) throws -> Script {
         #expect(e8.message.contains("no statements"))
     }
 
+    @Test("a script with CRLF line endings, or other whitespace between words, parses like one with LF and spaces")
+    func lineEndings() throws {
+        let lf = "case \"one\"\njoin A\njoin B\nA ring B 1\nB wait irq vector=1\n"
+        let crlf = try ScriptParser.parse(lf.replacingOccurrences(of: "\n", with: "\r\n"), path: "t.ivs")
+        #expect(crlf.cases.count == 1 && crlf.cases[0].statements.count == 4)
+        #expect(crlf.cases[0].statements.map(\.line) == [2, 3, 4, 5])
+        if case .ring(let target, let vector) = crlf.cases[0].statements[2].command { #expect(target == "B" && vector == 1) } else {
+            Issue.record("line 4 is not a ring: \(crlf.cases[0].statements[2].command)")
+        }
+        let spaced = try ScriptParser.parse("join A\n\rA\u{00A0}state\u{2003}5\n", path: "t.ivs")
+        #expect(spaced.cases[0].statements[1].actor == "A")
+        let e = try #require(error("join A\r\nA frobnicate reg:0\r\n"))
+        #expect(e.line == 2 && e.column == 3)
+    }
+
     @Test("cases, covers, profiles and profile-conditioned lines parse")
     func structure() throws {
         let s = try ScriptParser.parse("""
