@@ -162,7 +162,7 @@ final class LinkWatch {
     /// handler call already under way never signals a closed (perhaps reused) descriptor.
     private final class Shared: Sendable {
         let wake: EventFD
-        let counts = Mutex((joins: 0, departures: 0))
+        let counts = Locked((joins: 0, departures: 0))
         init() throws { wake = try EventFD.create(nonBlocking: true) }
         deinit { wake.close() }
     }
