@@ -426,13 +426,19 @@ final class ServerLink: PeerLink, @unchecked Sendable {
         }
     }
 
+    /// The link goes down and its event is recorded in one step, so whoever sees `isLinkUp`
+    /// false also finds the `.linkDown` event (found by make stress: a check saw the flag
+    /// before the event).
     private func linkDown(_ why: String) {
-        let wasUp = state.withLock { s -> Bool in
-            defer { s.linkUp = false }
-            return s.linkUp
+        let event = LinkEvent.linkDown(why)
+        let handler = state.withLock { s -> (@Sendable (LinkEvent) -> Void)?? in
+            guard s.linkUp else { return nil }  // already down: reported once
+            s.linkUp = false
+            s.events.append(event)
+            return .some(s.handler)
         }
         try? epoll.remove(socket)
-        if wasUp { report(.linkDown(why)) }
+        if let handler { handler?(event) }
     }
 
     private func report(_ e: LinkEvent) {
