@@ -166,13 +166,8 @@ extension ServerProcess {
     /// it frees a departed peer's after handling the hang-up — and returns the last count.
     /// (Fewer is fine: a baseline taken while earlier messages were in flight can be high.)
     func descriptorsSettle(to baseline: Int, timeout: Double = 10) -> Int {
-        let deadline = Monotonic.now() + timeout
-        var now = resources.descriptors
-        while now > baseline && Monotonic.now() < deadline {
-            Monotonic.sleep(seconds: 0.01)
-            now = resources.descriptors
-        }
-        return now
+        _ = Monotonic.poll(timeout: timeout, interval: 0.01) { resources.descriptors <= baseline }
+        return resources.descriptors
     }
 
     /// Waits (up to `timeout` s) until the log contains `text`.

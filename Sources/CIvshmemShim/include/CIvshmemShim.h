@@ -69,9 +69,16 @@ int ivs_restore_default_signals(void);
 /// fcntl(F_GET_SEALS): the seals of a memfd (F_SEAL_* bits), or -1 with errno (EINVAL for a
 /// file that cannot carry seals: a POSIX shm object, a file on disk).
 int ivs_get_seals(int fd);
-/// F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_SEAL.
+/// fcntl(fd, F_ADD_SEALS, seals): -1 with errno EPERM once F_SEAL_SEAL is set, EINVAL for a
+/// file that cannot carry seals.
+int ivs_add_seals(int fd, int seals);
+/// MFD_ALLOW_SEALING, for ivs_memfd_create: without it a memfd can never be sealed.
+unsigned int ivs_mfd_allow_sealing_flag(void);
+/// F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE.
+static inline int ivs_seal_seal(void) { return 0x0001; }
 static inline int ivs_seal_shrink(void) { return 0x0002; }
 static inline int ivs_seal_grow(void) { return 0x0004; }
+static inline int ivs_seal_write(void) { return 0x0008; }
 
 /// Accesses to shared memory that another process may shrink under us. Each returns 0, or -1
 /// when the access raised SIGBUS (the pages are gone): the fault is caught on this thread
@@ -80,17 +87,6 @@ static inline int ivs_seal_grow(void) { return 0x0004; }
 int ivs_guarded_copy(void *dst, const void *src, size_t n);
 int ivs_guarded_load32_acquire(const void *p, uint32_t *out);
 int ivs_guarded_store32_release(void *p, uint32_t v);
-
-// --- Added for the server's sealed memfd ---
-
-/// MFD_ALLOW_SEALING, for ivs_memfd_create: without it a memfd can never be sealed.
-unsigned int ivs_mfd_allow_sealing_flag(void);
-/// fcntl(fd, F_ADD_SEALS, seals): -1 with errno EPERM once F_SEAL_SEAL is set, EINVAL for a
-/// file that cannot carry seals.
-int ivs_add_seals(int fd, int seals);
-/// F_SEAL_SEAL, F_SEAL_WRITE.
-static inline int ivs_seal_seal(void) { return 0x0001; }
-static inline int ivs_seal_write(void) { return 0x0008; }
 
 /// ThreadSanitizer annotations for locks it cannot see (Synchronization.Mutex takes a contended
 /// lock inside the kernel, a PI futex, so TSan misses the ordering and reports false races).
