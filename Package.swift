@@ -39,7 +39,7 @@ let package = Package(
         // Layer 2: the device model (config space, capabilities, BAR0, shared memory, interrupts).
         .target(name: "IvshmemModel", dependencies: ["IvshmemSpec", "IvshmemSync", "CIvshmemShim"]),
         // Layer 3: the virtual PCI platform (bus, ECAM, CF8/CFC, BAR decode, interrupt sink).
-        .target(name: "IvshmemPlatform", dependencies: ["IvshmemModel", "IvshmemSync"]),
+        .target(name: "IvshmemPlatform", dependencies: ["IvshmemModel", "IvshmemSync", "CIvshmemShim"]),
         // Layer 4: wire messages, the server, and the device attached to a server.
         .target(name: "IvshmemWire"),
         .target(name: "IvshmemServer", dependencies: [

@@ -5,31 +5,31 @@ import IvshmemSpec
 /// order. Unlisted bytes read 0 and ignore writes (CFG-RSV-1).
 public struct ConfigSpace: Sendable {
     public static let size = 256
-    public var block: RegisterBlock
+    public let block: RegisterBlock
 
     public init(layout: DeviceLayout, tables: SpecTables) throws {
-        var block = try RegisterBlock(size: Self.size, fields: [])
+        var fields: [ResolvedField] = []
         let lookup = { (name: String) in layout.parameter(name) }
         for f in tables.header {
-            try block.add(ResolvedField(f, lookup: lookup))
+            fields.append(try ResolvedField(f, lookup: lookup))
         }
         let caps = layout.capabilities
         for (i, cap) in caps.enumerated() {
             let next = i + 1 < caps.count ? UInt64(caps[i + 1].offset) : 0
             let capLookup = { (name: String) -> UInt64? in name == "next" ? next : layout.parameter(name) }
-            let fields: [RegisterField]
+            let capFields: [RegisterField]
             switch cap.kind {
             case .vendor:
                 let hasBase = !layout.profile.sharedMemoryInBAR2
-                fields = tables.vendorCapability.filter { $0.when == nil || ($0.when == "baseAddress" && hasBase) }
+                capFields = tables.vendorCapability.filter { $0.when == nil || ($0.when == "baseAddress" && hasBase) }
             case .msix:
-                fields = tables.msixCapability
+                capFields = tables.msixCapability
             }
-            for f in fields {
-                try block.add(ResolvedField(f, base: cap.offset, lookup: capLookup))
+            for f in capFields {
+                fields.append(try ResolvedField(f, base: cap.offset, lookup: capLookup))
             }
         }
-        self.block = block
+        block = try RegisterBlock(size: Self.size, fields: fields)
     }
 
     public func read(offset: Int, size: Int) -> UInt32 { UInt32(truncatingIfNeeded: block.read(offset: offset, size: size)) }

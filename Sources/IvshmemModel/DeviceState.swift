@@ -2,22 +2,33 @@ import IvshmemSpec
 
 /// The mutable state of one device, guarded by the device's lock. Each method is one concern
 /// of the spec: config hooks, the register region, the MSI-X table/PBA, delivery, reset.
+///
+/// The register blocks are shared with lock-free readers (``RegisterBlock``); every mutation of
+/// them happens here, under the lock.
 struct DeviceState {
-    var config: ConfigSpace
-    var registers: RegisterBlock
-    var msixTable: RegisterBlock
+    let config: ConfigSpace
+    let registers: RegisterBlock
+    let msixTable: RegisterBlock
     var pending: [Bool]
     /// Bounded: a driver (or a peer) that provokes findings in a loop costs fixed memory.
     var findings = BoundedLog<Finding>(capacity: DeviceState.findingCapacity)
     static let findingCapacity = 10_000
     var stats = InterruptStatistics()
     let checking: Bool
-    /// Where the hooked config fields sit, found by hook name in the tables (so that a spec
-    /// change moving them moves the behaviour too).
+    /// Where the hooked fields sit, found by hook in the tables (so that a spec change moving
+    /// them moves the behaviour too). nil: the capability is absent in this configuration.
     let privilegedControlOffset: Int?
     let msixControlOffset: Int?
     /// Offset of Vector Control within a 16-byte MSI-X table entry.
     let vectorControlOffset: Int
+    let interruptControlOffset: Int
+    let stateOffset: Int
+    /// Removed from its link: state writes no longer reach the shared state table.
+    var detached = false
+    /// Read while the lock is held anyway (the effects of an access need them), so wiring
+    /// costs no lock of its own.
+    weak var link: (any PeerLink)?
+    weak var sink: (any InterruptSink)?
 
     init(layout: DeviceLayout, tables: SpecTables) throws {
         config = try ConfigSpace(layout: layout, tables: tables)
@@ -29,16 +40,11 @@ struct DeviceState {
             throw SpecError.invalidValue(field: "bar0", key: "size", text: String(regSize))
         }
         registers = try RegisterBlock(size: Int(layout.registerRegionSize), fields: tables.bar0.map { try ResolvedField($0, lookup: lookup) })
-        for f in registers.fields where f.hook != nil && !["interruptControl", "doorbell", "state"].contains(f.hook!) {
-            throw SpecError.unknownHook(field: f.name, name: f.hook!)
-        }
-        interruptControlOffset = registers.field(hook: "interruptControl")?.offset
-        stateOffset = registers.field(hook: "state")?.offset
         var entries: [ResolvedField] = []
         let vectorCount = layout.usesMSIX ? layout.configuration.vectors : 0
         for v in 0..<vectorCount {
             for f in tables.msixTableEntry {
-                var r = try ResolvedField(f, base: v * 16, lookup: lookup)
+                var r = try ResolvedField(f, base: v * MSIXTableEntry.size, lookup: lookup)
                 r.name = "\(f.name) [\(v)]"
                 entries.append(r)
             }
@@ -46,116 +52,148 @@ struct DeviceState {
         msixTable = try RegisterBlock(size: layout.msixTableBytes, fields: entries)
         pending = Array(repeating: false, count: vectorCount)
         checking = layout.configuration.checking
-        privilegedControlOffset = config.block.field(hook: "privilegedControl")?.offset
-        msixControlOffset = config.block.field(hook: "msixControl")?.offset
-        vectorControlOffset = tables.msixTableEntry.first { $0.hook == "vectorControl" }?.offset ?? 12
-        for f in config.block.fields where f.hook != nil && !["privilegedControl", "msixControl"].contains(f.hook!) {
-            throw SpecError.unknownHook(field: f.name, name: f.hook!)
+        privilegedControlOffset = config.block.map.offset(of: .privilegedControl)
+        msixControlOffset = config.block.map.offset(of: .msixControl)
+        // The tables were validated at load (HookRules); tables built in memory may still lack
+        // a hook: say which, never fall back to a default.
+        func required(_ h: RegisterHook, _ offset: Int?, _ part: String) throws -> Int {
+            guard let offset else { throw SpecError.missingHook(hook: h.rawValue, part: part) }
+            return offset
         }
+        vectorControlOffset = try required(.vectorControl, tables.msixTableEntry.first { $0.hook == .vectorControl }?.offset, "the MSI-X table entry")
+        interruptControlOffset = try required(.interruptControl, registers.map.offset(of: .interruptControl), "the register region (BAR0)")
+        stateOffset = try required(.state, registers.map.offset(of: .state), "the register region (BAR0)")
+        _ = try required(.doorbell, registers.map.offset(of: .doorbell), "the register region (BAR0)")
     }
 
     /// The address software programmed into `bar` (type bits stripped; 64-bit BARs joined).
     func programmedBase(_ bar: BARInfo) -> UInt64 {
-        let lo = config.block.raw(offset: 0x10 + 4 * bar.index, size: 4)
+        let lo = config.block.raw(offset: PCIConfig.bar(bar.index), size: 4)
         switch bar.kind {
         case .io: return lo & ~0x3
         case .memory32: return lo & ~0xF
-        case .memory64Prefetchable: return (lo & ~0xF) | config.block.raw(offset: 0x14 + 4 * bar.index, size: 4) << 32
+        case .memory64Prefetchable: return (lo & ~0xF) | config.block.raw(offset: PCIConfig.bar(bar.index + 1), size: 4) << 32
         }
     }
 
-    /// Recomputes `windows` from Command and the BARs.
-    mutating func refreshWindows(layout: DeviceLayout) {
+    /// The windows Command and the BARs decode now.
+    func currentWindows(layout: DeviceLayout) -> [DecodeWindow] {
         var w: [DecodeWindow] = []
         if !layout.profile.sharedMemoryInBAR2 {
             w.append(DecodeWindow(bar: -1, base: layout.configuration.baseAddress, size: layout.geometry.totalSize, isIO: false))
         }
         for bar in layout.bars {
-            let enabled = bar.kind == .io ? command & 0x1 != 0 : command & 0x2 != 0
+            let enabled = command.contains(bar.kind == .io ? .ioSpace : .memorySpace)
             guard enabled else { continue }
             let base = programmedBase(bar)
             if base != 0 { w.append(DecodeWindow(bar: bar.index, base: base, size: bar.size, isIO: bar.kind == .io)) }
         }
-        windows = w
+        return w
     }
 
     // MARK: derived register values
 
-    var command: UInt16 { UInt16(truncatingIfNeeded: config.block.raw(offset: 0x04, size: 2)) }
+    var command: PCICommand { PCICommand(rawValue: UInt16(truncatingIfNeeded: config.block.raw(offset: PCIConfig.command, size: 2))) }
     var oneShot: Bool { privilegedControlOffset.map { config.block.raw(offset: $0, size: 1) & 1 != 0 } ?? false }
-    var msixControl: UInt16 { msixControlOffset.map { UInt16(truncatingIfNeeded: config.block.raw(offset: $0, size: 2)) } ?? 0 }
-    var msixEnabled: Bool { msixControl & 0x8000 != 0 }
-    var msixFunctionMasked: Bool { msixControl & 0x4000 != 0 }
-    func vectorMasked(_ v: Int) -> Bool { msixTable.raw(offset: v * 16 + vectorControlOffset, size: 4) & 1 != 0 }
-    /// Offsets of the hooked BAR0 registers, resolved once from the tables (hot path).
-    /// The ranges the device claims, recomputed whenever config space changes, so that
-    /// address decode costs one lock, not one per BAR.
-    var windows: [DecodeWindow] = []
-    /// Removed from its link: state writes no longer reach the shared state table.
-    var detached = false
-    let interruptControlOffset: Int?
-    let stateOffset: Int?
-    var interruptControl: UInt64 { interruptControlOffset.map { registers.raw(offset: $0, size: 4) } ?? 0 }
+    var msixControl: MSIXControl {
+        MSIXControl(rawValue: msixControlOffset.map { UInt16(truncatingIfNeeded: config.block.raw(offset: $0, size: 2)) } ?? 0)
+    }
+    var msixEnabled: Bool { msixControl.contains(.enable) }
+    var msixFunctionMasked: Bool { msixControl.contains(.functionMask) }
+    func vectorMasked(_ v: Int) -> Bool {
+        UInt32(truncatingIfNeeded: msixTable.raw(offset: v * MSIXTableEntry.size + vectorControlOffset, size: 4)) & MSIXTableEntry.masked != 0
+    }
+    var interruptControl: UInt32 { UInt32(truncatingIfNeeded: registers.raw(offset: interruptControlOffset, size: 4)) }
 
-    mutating func record(_ requirement: String, _ message: String, _ access: Access?, peer: UInt32, kind: Finding.Kind = .violation) {
+    mutating func record(_ requirement: String, _ message: @autoclosure () -> String, _ access: Access?, peer: UInt32, kind: Finding.Kind = .violation) {
         guard checking else { return }
-        findings.append(Finding(kind: kind, requirement: requirement, message: message, access: access, peer: peer))
+        findings.append(Finding(kind: kind, requirement: requirement, message: message(), access: access, peer: peer))
     }
 
-    // MARK: config hooks
+    // MARK: config space
 
-    mutating func configHook(_ w: FieldWrite, layout: DeviceLayout, access: Access, peer: UInt32, effects: inout [Effect]) {
-        switch w.field.hook {
-        case "msixControl":
-            let enabling = w.new & 0x8000 != 0 && w.old & 0x8000 == 0
-            if enabling && command & 0x4 == 0 {
+    /// One config write through the rule, then its hooks. Returns whether Command or a BAR
+    /// changed (the decode windows must be republished).
+    mutating func configWrite(offset: Int, size: Int, value: UInt32, layout: DeviceLayout, peer: UInt32, effects: inout Effects) -> Bool {
+        let access = Access(space: .config, offset: UInt64(offset), size: size, isWrite: true, value: UInt64(value))
+        var decodeChanged = false
+        let map = config.block.map
+        config.block.write(offset: offset, size: size, value: UInt64(value)) { w in
+            let field = map.fields[w.index]
+            // CFG-ACC-3: a read-only register keeps its value. Trying to change one is an
+            // ineffective access, except in BARs, which firmware probes with all-ones
+            // whether they are implemented or not.
+            if w.ignoredBits != 0 && field.isReadOnly && !(PCIConfig.bar0..<PCIConfig.barsEnd).contains(field.offset) {
+                record("CFG-ACC-3", "write to read-only '\(field.name)' ignored (tried to change bits 0x\(String(w.ignoredBits, radix: 16)))", access, peer: peer, kind: .ineffective)
+            }
+            if w.old != w.new && (field.offset == PCIConfig.command || (PCIConfig.bar0..<PCIConfig.barsEnd).contains(field.offset)) {
+                decodeChanged = true
+            }
+            if let hook = field.hook { configHook(hook, w, layout: layout, access: access, peer: peer, effects: &effects) }
+        }
+        return decodeChanged
+    }
+
+    /// The behaviour of hooked config fields. Exhaustive: a new hook must say what it does here.
+    mutating func configHook(_ hook: RegisterHook, _ w: FieldWrite, layout: DeviceLayout, access: Access, peer: UInt32, effects: inout Effects) {
+        switch hook {
+        case .msixControl:
+            let enabling = MSIXControl(rawValue: UInt16(truncatingIfNeeded: w.new)).contains(.enable)
+                && !MSIXControl(rawValue: UInt16(truncatingIfNeeded: w.old)).contains(.enable)
+            if enabling && !command.contains(.busMaster) {
                 record("CFG-CMD-9", "MSI-X enabled while Bus Master is off: no message can be sent", access, peer: peer, kind: .ineffective)
             }
             flushPending(layout: layout, effects: &effects)
-        case "privilegedControl", nil:
-            break
-        default:
-            break
+        case .privilegedControl:
+            break  // read where it matters: at delivery (IRQ-ONESHOT-1) and reset (DEV-RST-*)
+        case .vectorControl, .peerID, .maxPeers, .interruptControl, .doorbell, .state:
+            break  // not config-space hooks (HookRules keeps them out of config tables)
         }
     }
 
     // MARK: register region (BAR0)
 
-    func isValidRegisterAccess(offset: UInt64, size: Int) -> Bool { size == 4 && offset % 4 == 0 }
+    @inline(__always)
+    static func isValidRegisterAccess(offset: UInt64, size: Int) -> Bool { size == 4 && offset % 4 == 0 }
 
-    mutating func registerRead(offset: UInt64, size: Int, layout: DeviceLayout, peer: UInt32) -> UInt64 {
-        guard isValidRegisterAccess(offset: offset, size: size), offset < UInt64(registers.size) else {
-            record("REG-ACC-3", "register read of \(size) byte(s) at 0x\(String(offset, radix: 16)): only aligned 32-bit accesses are valid; read returns 0",
-                   Access(space: .bar(0), offset: offset, size: size, isWrite: false), peer: peer)
-            return 0
-        }
-        return registers.read(offset: Int(offset), size: 4)
+    mutating func recordInvalidRegisterAccess(offset: UInt64, size: Int, value: UInt64?, peer: UInt32) {
+        let verb = value == nil ? "read" : "write"
+        let outcome = value == nil ? "read returns 0" : "write dropped"
+        record("REG-ACC-3", "register \(verb) of \(size) byte(s) at 0x\(String(offset, radix: 16)): only aligned 32-bit accesses are valid; \(outcome)",
+               Access(space: .bar(0), offset: offset, size: size, isWrite: value != nil, value: value), peer: peer)
     }
 
-    mutating func registerWrite(offset: UInt64, size: Int, value: UInt64, layout: DeviceLayout, memory: SharedMemory, peer: UInt32, effects: inout [Effect]) {
-        let access = Access(space: .bar(0), offset: offset, size: size, isWrite: true, value: value)
-        guard isValidRegisterAccess(offset: offset, size: size), offset < UInt64(registers.size) else {
-            record("REG-ACC-3", "register write of \(size) byte(s) at 0x\(String(offset, radix: 16)): only aligned 32-bit accesses are valid; write dropped", access, peer: peer)
+    mutating func registerWrite(offset: UInt64, size: Int, value: UInt64, layout: DeviceLayout, memory: SharedMemory, peer: UInt32, effects: inout Effects) {
+        guard Self.isValidRegisterAccess(offset: offset, size: size), offset < UInt64(registers.size) else {
+            recordInvalidRegisterAccess(offset: offset, size: size, value: value, peer: peer)
             return
         }
         let target = Int(offset & layout.profile.bar0WriteAliasMask)
-        guard registers.field(at: target) != nil else { return }  // REG-ACC-2: unbacked, ignored
-        for w in registers.write(offset: target, size: 4, value: value) {
-            switch w.field.hook {
-            case "doorbell":
-                let v = UInt32(truncatingIfNeeded: value)
-                let vector = v & layout.profile.doorbellVectorMask
-                let dest = v >> 16
-                effects.append(.ring(target: dest, vector: vector, access: access))
-            case "state":
-                let new = UInt32(truncatingIfNeeded: w.new)
-                if !detached && !memory.storeState(peer: peer, new) {
-                    record("SHM-SIZE-1", "the State Table is gone (the shared memory shrank under the device): State 0x\(String(new, radix: 16)) not published", access, peer: peer, kind: .environment)
-                }
-                if w.old != w.new { effects.append(.broadcastState) }
-            default:
-                break
+        let map = registers.map
+        registers.write(offset: target, size: 4, value: value) { w in
+            guard let hook = map.fields[w.index].hook else { return }
+            registerHook(hook, w, offset: offset, value: value, layout: layout, memory: memory, peer: peer, effects: &effects)
+        }
+        // REG-ACC-2: an offset without a register wrote nothing and reported nothing.
+    }
+
+    /// The behaviour of hooked BAR0 registers. Exhaustive: a new hook must say what it does here.
+    mutating func registerHook(_ hook: RegisterHook, _ w: FieldWrite, offset: UInt64, value: UInt64, layout: DeviceLayout, memory: SharedMemory, peer: UInt32, effects: inout Effects) {
+        switch hook {
+        case .doorbell:  // REG-DB-1…3: peer in bits 31:16, vector in the profile's vector bits
+            let v = UInt32(truncatingIfNeeded: value)
+            effects.append(.ring(target: v >> 16, vector: v & layout.profile.doorbellVectorMask, offset: offset, value: value))
+        case .state:  // REG-ST-2, -3: through to the State Table; peers told of a change
+            let new = UInt32(truncatingIfNeeded: w.new)
+            if !detached && !memory.storeState(peer: peer, new) {
+                record("SHM-SIZE-1", "the State Table is gone (the shared memory shrank under the device): State 0x\(String(new, radix: 16)) not published",
+                       Access(space: .bar(0), offset: offset, size: 4, isWrite: true, value: value), peer: peer, kind: .environment)
             }
+            if w.old != w.new { effects.append(.broadcastState) }
+        case .interruptControl, .peerID, .maxPeers:
+            break  // the generic rule is all (REG-IC-1; ID and Maximum Peers are read-only)
+        case .privilegedControl, .msixControl, .vectorControl:
+            break  // not BAR0 hooks (HookRules keeps them out of bar0.json)
         }
     }
 
@@ -187,14 +225,16 @@ struct DeviceState {
         return 0
     }
 
-    mutating func msixWrite(offset: UInt64, size: Int, value: UInt64, layout: DeviceLayout, peer: UInt32, effects: inout [Effect]) {
+    mutating func msixWrite(offset: UInt64, size: Int, value: UInt64, layout: DeviceLayout, peer: UInt32, effects: inout Effects) {
         let access = Access(space: .bar(1), offset: offset, size: size, isWrite: true, value: value)
         guard (size == 4 || size == 8), offset % UInt64(size) == 0 else {
             record("MSIX-TBL-4", "MSI-X write of \(size) bytes at 0x\(String(offset, radix: 16)): must be an aligned dword or qword", access, peer: peer)
             return
         }
         if offset <= UInt64(layout.msixTableBytes), UInt64(size) <= UInt64(layout.msixTableBytes) - offset {
-            _ = msixTable.write(offset: Int(offset), size: size, value: value)
+            // Vector Control (the only hook here) is read at delivery; unmasking may release a
+            // latched message.
+            msixTable.write(offset: Int(offset), size: size, value: value) { _ in }
             flushPending(layout: layout, effects: &effects)
             return
         }
@@ -207,11 +247,11 @@ struct DeviceState {
     }
 
     /// Sends latched messages whose vector is now unmasked (qemu-rfc profile only has any).
-    mutating func flushPending(layout: DeviceLayout, effects: inout [Effect]) {
+    mutating func flushPending(layout: DeviceLayout, effects: inout Effects) {
         guard msixEnabled, !msixFunctionMasked else { return }
         for v in pending.indices where pending[v] && !vectorMasked(v) {
             pending[v] = false
-            if command & 0x4 != 0 {
+            if command.contains(.busMaster) {
                 stats.delivered += 1
                 effects.append(message(v))
             } else {
@@ -221,18 +261,19 @@ struct DeviceState {
     }
 
     func message(_ v: Int) -> Effect {
-        let lo = msixTable.raw(offset: v * 16, size: 4)
-        let hi = msixTable.raw(offset: v * 16 + 4, size: 4)
-        let data = UInt32(truncatingIfNeeded: msixTable.raw(offset: v * 16 + 8, size: 4))
+        let base = v * MSIXTableEntry.size
+        let lo = msixTable.raw(offset: base + MSIXTableEntry.messageAddress, size: 4)
+        let hi = msixTable.raw(offset: base + MSIXTableEntry.messageUpperAddress, size: 4)
+        let data = UInt32(truncatingIfNeeded: msixTable.raw(offset: base + MSIXTableEntry.messageData, size: 4))
         return .msix(vector: v, address: lo | hi << 32, data: data)
     }
 
     // MARK: delivery
 
-    mutating func deliver(vector: Int, layout: DeviceLayout, peer: UInt32, effects: inout [Effect]) {
+    mutating func deliver(vector: Int, layout: DeviceLayout, peer: UInt32, effects: inout Effects) {
         stats.received += 1
         guard vector >= 0, vector < layout.configuration.vectors else { return }
-        guard interruptControl & 1 != 0 else {  // IRQ-EN-1
+        guard interruptControl & InterruptControlBits.enable != 0 else {  // IRQ-EN-1
             stats.droppedDisabled += 1
             return
         }
@@ -247,7 +288,7 @@ struct DeviceState {
                 } else {
                     stats.droppedMasked += 1
                 }
-            } else if command & 0x4 == 0 {  // no bus mastering: the message write never happens
+            } else if !command.contains(.busMaster) {  // no bus mastering: the message write never happens
                 stats.droppedNoBusMaster += 1
                 record("CFG-CMD-9", "interrupt on vector \(vector) lost: MSI-X is enabled but Bus Master is off", nil, peer: peer, kind: .ineffective)
             } else {
@@ -255,30 +296,55 @@ struct DeviceState {
                 effects.append(message(vector))
             }
         case .intx(let pin):
-            if command & 0x400 != 0 {  // IRQ-INTX-1: INTx disable
+            if command.contains(.interruptDisable) {  // IRQ-INTX-1: INTx disable
                 stats.droppedMasked += 1
             } else {
                 stats.delivered += 1
                 effects.append(.intx(pin: pin))
             }
         }
-        if oneShot, let ic = interruptControlOffset {  // IRQ-ONESHOT-1
-            registers.setRaw(offset: ic, size: 4, value: registers.raw(offset: ic, size: 4) & ~1)
+        if oneShot {  // IRQ-ONESHOT-1
+            registers.setRaw(offset: interruptControlOffset, size: 4, value: UInt64(interruptControl & ~InterruptControlBits.enable))
         }
     }
 
     // MARK: reset
 
-    mutating func reset(layout: DeviceLayout, memory: SharedMemory, peer: UInt32, effects: inout [Effect]) {
+    mutating func reset(layout: DeviceLayout, memory: SharedMemory, peer: UInt32, effects: inout Effects) {
         let keepOneShot = layout.profile.oneShotSurvivesReset ? oneShot : false
-        let oldState = stateOffset.map { registers.raw(offset: $0, size: 4) } ?? 0
+        let oldState = registers.raw(offset: stateOffset, size: 4)
         config.block.reset()
         if keepOneShot, let pc = privilegedControlOffset { config.block.setRaw(offset: pc, size: 1, value: 1) }
         registers.reset()
         msixTable.reset()
         for i in pending.indices { pending[i] = false }
-        refreshWindows(layout: layout)
         if !detached { memory.storeState(peer: peer, 0) }
         if oldState != 0 { effects.append(.broadcastState) }
+    }
+}
+
+/// A side effect queued under the device lock and carried out after it is released.
+enum Effect {
+    case ring(target: UInt32, vector: UInt32, offset: UInt64, value: UInt64)
+    case broadcastState
+    case msix(vector: Int, address: UInt64, data: UInt32)
+    case intx(pin: UInt8)
+}
+
+/// The effects of one access: almost always none or one, kept inline so that an access
+/// allocates nothing; more (a flush of latched messages) spill into an array.
+struct Effects {
+    private(set) var first: Effect?
+    private(set) var rest: [Effect] = []
+    var isEmpty: Bool { first == nil }
+
+    mutating func append(_ e: Effect) {
+        if first == nil { first = e } else { rest.append(e) }
+    }
+
+    func forEach(_ body: (Effect) -> Void) {
+        guard let first else { return }
+        body(first)
+        for e in rest { body(e) }
     }
 }

@@ -15,14 +15,18 @@ public final class IvshmemDevice: @unchecked Sendable {
     public var profile: Profile { layout.profile }
     public var id: UInt32 { layout.configuration.id }
 
-    /// Weak references read by the event-loop thread and written by others: behind a lock.
-    private struct Wiring {
-        weak var link: (any PeerLink)?
-        weak var sink: (any InterruptSink)?
-    }
-    private let wiring = Locked(Wiring())
     private let state: Locked<DeviceState>
     private let findingHandler: Locked<(@Sendable (Finding) -> Void)?> = Locked(nil)
+    /// Shared with `state` for lock-free reads (see ``RegisterBlock``).
+    private let configBlock: RegisterBlock
+    private let registerBlock: RegisterBlock
+    /// The windows this device decodes, republished under the lock when Command or a BAR
+    /// changes, read by the platform without a lock.
+    private let windowTable = DecodeWindowTable()
+    /// Role of BAR n (n = 0…5), nil when not implemented: one array index per access.
+    private let barRoles: [BARRole?]
+    /// Where this device's tables put the BAR0 registers.
+    public let registerOffsets: BAR0Registers
 
     /// Creates a device over `sharedMemory`, linked to the other peers by `link`.
     /// Throws `DeviceConfigurationError` (naming the parameter) or `SpecError`.
@@ -38,28 +42,42 @@ public final class IvshmemDevice: @unchecked Sendable {
         self.sharedMemory = sharedMemory
         sharedMemoryLayout = try SharedMemoryLayout(geometry: layout.geometry, viewer: configuration.id, profile: profile, tables: tables)
         var initial = try DeviceState(layout: layout, tables: tables)
-        initial.refreshWindows(layout: layout)
+        initial.link = link
+        configBlock = initial.config.block
+        registerBlock = initial.registers
+        let map = initial.registers.map
+        func offset(_ h: RegisterHook) throws -> UInt64 {
+            guard let o = map.offset(of: h) else { throw SpecError.missingHook(hook: h.rawValue, part: "the register region (BAR0)") }
+            return UInt64(o)
+        }
+        registerOffsets = BAR0Registers(id: try offset(.peerID), maxPeers: try offset(.maxPeers), interruptControl: try offset(.interruptControl),
+                                        doorbell: try offset(.doorbell), state: try offset(.state))
+        var roles = [BARRole?](repeating: nil, count: 6)
+        for b in layout.bars where b.index < 6 { roles[b.index] = b.role }
+        barRoles = roles
+        windowTable.publish(initial.currentWindows(layout: layout))
         state = Locked(initial)
-        wiring.withLock { $0.link = link }
     }
 
     // MARK: wiring
 
     public var link: (any PeerLink)? {
-        get { wiring.withLock { $0.link } }
-        set { wiring.withLock { $0.link = newValue } }
+        get { state.withLock { $0.link } }
+        set { state.withLock { $0.link = newValue } }
     }
     /// Receives MSI-X messages and INTx edges. Held weakly.
     public var interruptSink: (any InterruptSink)? {
-        get { wiring.withLock { $0.sink } }
-        set { wiring.withLock { $0.sink = newValue } }
+        get { state.withLock { $0.sink } }
+        set { state.withLock { $0.sink = newValue } }
     }
 
     /// Takes the device off its link for good (an in-process fabric removed it): its doorbells
     /// and state writes reach nobody and no longer touch the state table (SHM-ST-5).
     public func detach() {
-        wiring.withLock { $0.link = nil }
-        state.withLock { $0.detached = true }
+        state.withLock {
+            $0.link = nil
+            $0.detached = true
+        }
     }
     /// Called for each finding as it is recorded (e.g. to stop on the first one).
     public func onFinding(_ handler: (@Sendable (Finding) -> Void)?) { findingHandler.withLock { $0 = handler } }
@@ -83,17 +101,18 @@ public final class IvshmemDevice: @unchecked Sendable {
 
     // MARK: config space
 
-    /// A config-space read of 1, 2 or 4 naturally aligned bytes (CFG-ACC-1). Other accesses
-    /// read 0 and are recorded (CFG-ACC-2).
+    /// A config-space read of 1, 2 or 4 naturally aligned bytes (CFG-ACC-1), without a lock.
+    /// Other accesses read 0 and are recorded (CFG-ACC-2).
+    @inline(__always)
     public func configRead(offset: Int, size: Int) -> UInt32 {
-        perform { s, fx in
-            guard Self.validConfigAccess(offset: offset, size: size) else {
+        guard Self.validConfigAccess(offset: offset, size: size) else {
+            perform { s, _ in
                 s.record("CFG-ACC-2", "config read of \(size) bytes at 0x\(String(offset, radix: 16)) is not a naturally aligned 1/2/4-byte access inside 256 bytes",
                          Access(space: .config, offset: UInt64(max(offset, 0)), size: size, isWrite: false), peer: id)
-                return 0
             }
-            return s.config.read(offset: offset, size: size)
+            return 0
         }
+        return UInt32(truncatingIfNeeded: configBlock.read(offset: offset, size: size))
     }
 
     /// A config-space write through the generic rule; read-only bytes keep their value inside
@@ -101,52 +120,49 @@ public final class IvshmemDevice: @unchecked Sendable {
     /// not a violation (spec section 0: "Nothing else is a violation").
     public func configWrite(offset: Int, size: Int, value: UInt32) {
         perform { s, fx in
-            let access = Access(space: .config, offset: UInt64(max(offset, 0)), size: size, isWrite: true, value: UInt64(value))
             guard Self.validConfigAccess(offset: offset, size: size) else {
-                s.record("CFG-ACC-2", "config write of \(size) bytes at 0x\(String(offset, radix: 16)) is not a naturally aligned 1/2/4-byte access inside 256 bytes", access, peer: id)
+                s.record("CFG-ACC-2", "config write of \(size) bytes at 0x\(String(offset, radix: 16)) is not a naturally aligned 1/2/4-byte access inside 256 bytes",
+                         Access(space: .config, offset: UInt64(max(offset, 0)), size: size, isWrite: true, value: UInt64(value)), peer: id)
                 return
             }
-            let writes = s.config.block.write(offset: offset, size: size, value: UInt64(value))
-            for w in writes {
-                // CFG-ACC-3: a read-only register keeps its value. Trying to change one is an
-                // ineffective access, except in BARs, which firmware probes with all-ones
-                // whether they are implemented or not.
-                if w.field.isReadOnly && w.ignoredBits != 0 && !w.field.requirement.hasPrefix("CFG-BAR") {
-                    s.record("CFG-ACC-3", "write to read-only '\(w.field.name)' ignored (tried to change bits 0x\(String(w.ignoredBits, radix: 16)))", access, peer: id, kind: .ineffective)
-                }
-                s.configHook(w, layout: layout, access: access, peer: id, effects: &fx)
-            }
             // Decode windows change only when Command or a BAR actually changed.
-            if writes.contains(where: { $0.old != $0.new && ($0.field.offset == 0x04 || (0x10..<0x28).contains($0.field.offset)) }) {
-                s.refreshWindows(layout: layout)
+            if s.configWrite(offset: offset, size: size, value: value, layout: layout, peer: id, effects: &fx) {
+                windowTable.publish(s.currentWindows(layout: layout))
             }
         }
     }
 
+    @inline(__always)
     static func validConfigAccess(offset: Int, size: Int) -> Bool {
-        [1, 2, 4].contains(size) && offset >= 0 && offset <= ConfigSpace.size - size && offset % size == 0
+        (size == 1 || size == 2 || size == 4) && offset >= 0 && offset <= ConfigSpace.size - size && offset % size == 0
     }
 
     /// Tells the device which PCI device number (slot) it was plugged into. Profiles whose
     /// Interrupt Pin follows the slot strap it here: pin = (slot mod 4) + 1 (CFG-INT-2).
     public func plugged(intoSlot slot: UInt8) {
         guard profile.intxPinFromSlot, case .intx = configuration.interrupts else { return }
-        state.withLock { $0.config.block.strap(offset: 0x3D, value: UInt64(slot % 4) + 1) }
+        state.withLock { $0.config.block.strap(offset: PCIConfig.interruptPin, value: UInt64(slot % 4) + 1) }
     }
 
     /// The requirement of the config register at `offset` (for traces), if one is declared.
-    public func configRequirement(at offset: Int) -> String? { state.withLock { $0.config.block.field(at: offset)?.requirement } }
+    public func configRequirement(at offset: Int) -> String? { configBlock.field(at: offset)?.requirement }
     /// The requirement of the BAR0 register at `offset` (for traces), if one is declared.
-    public func registerRequirement(at offset: Int) -> String? { state.withLock { $0.registers.field(at: offset)?.requirement } }
+    public func registerRequirement(at offset: Int) -> String? { registerBlock.field(at: offset)?.requirement }
 
     // MARK: decode state (read by the platform)
 
-    /// The ranges this device claims now (one lock). CFG-CMD-7, CFG-CMD-8
-    public var decodeWindows: [DecodeWindow] { state.withLock { $0.windows } }
+    /// The ranges this device claims now. CFG-CMD-7, CFG-CMD-8
+    public var decodeWindows: [DecodeWindow] { windowTable.windows }
 
-    public var memoryDecodeEnabled: Bool { state.withLock { $0.command & 0x2 != 0 } }
-    public var ioDecodeEnabled: Bool { state.withLock { $0.command & 0x1 != 0 } }
-    public var busMasterEnabled: Bool { state.withLock { $0.command & 0x4 != 0 } }
+    /// The BAR (or -1: the Base Address range) and offset that `address` reaches in this
+    /// device's memory (`io` false) or I/O space, without a lock. CFG-CMD-7, CFG-CMD-8
+    @inline(__always)
+    public func decode(_ address: UInt64, io: Bool) -> (bar: Int, offset: UInt64)? { windowTable.lookup(address, io: io) }
+
+    private var command: PCICommand { PCICommand(rawValue: UInt16(truncatingIfNeeded: configBlock.raw(offset: PCIConfig.command, size: 2))) }
+    public var memoryDecodeEnabled: Bool { command.contains(.memorySpace) }
+    public var ioDecodeEnabled: Bool { command.contains(.ioSpace) }
+    public var busMasterEnabled: Bool { command.contains(.busMaster) }
 
     /// The address software programmed into BAR `index` (type bits stripped), or nil when the
     /// BAR is not implemented.
@@ -157,17 +173,24 @@ public final class IvshmemDevice: @unchecked Sendable {
 
     // MARK: BAR accesses (after the platform decoded the address)
 
+    /// BAR0 register reads take no lock (REG-ACC-1); MSI-X reads do (the PBA is device state).
+    @inline(__always)
     public func barRead(_ index: Int, offset: UInt64, size: Int) -> UInt64 {
-        guard let role = layout.bars.first(where: { $0.index == index })?.role else { return 0 }
+        guard index >= 0, index < barRoles.count, let role = barRoles[index] else { return 0 }
         switch role {
-        case .registers: return perform { s, fx in s.registerRead(offset: offset, size: size, layout: layout, peer: id) }
-        case .msix: return perform { s, fx in s.msixRead(offset: offset, size: size, layout: layout, peer: id) }
+        case .registers:
+            guard DeviceState.isValidRegisterAccess(offset: offset, size: size), offset < UInt64(registerBlock.size) else {
+                perform { s, _ in s.recordInvalidRegisterAccess(offset: offset, size: size, value: nil, peer: id) }
+                return 0
+            }
+            return registerBlock.read(offset: Int(offset), size: 4)
+        case .msix: return perform { s, _ in s.msixRead(offset: offset, size: size, layout: layout, peer: id) }
         case .sharedMemory: return sharedMemoryLoad(offset: offset, size: size)
         }
     }
 
     public func barWrite(_ index: Int, offset: UInt64, size: Int, value: UInt64) {
-        guard let role = layout.bars.first(where: { $0.index == index })?.role else { return }
+        guard index >= 0, index < barRoles.count, let role = barRoles[index] else { return }
         switch role {
         case .registers:
             perform { s, fx in s.registerWrite(offset: offset, size: size, value: value, layout: layout, memory: sharedMemory, peer: id, effects: &fx) }
@@ -282,32 +305,43 @@ public final class IvshmemDevice: @unchecked Sendable {
     /// Device reset (DEV-RST-*): Interrupt Control 0, State 0 written to the table and
     /// propagated if it changed, MSI-X and config space back to reset values.
     public func reset() {
-        perform { s, fx in s.reset(layout: layout, memory: sharedMemory, peer: id, effects: &fx) }
+        perform { s, fx in
+            s.reset(layout: layout, memory: sharedMemory, peer: id, effects: &fx)
+            windowTable.publish(s.currentWindows(layout: layout))
+        }
     }
 
     // MARK: internals
 
-    /// Runs `body` under the lock, then carries out the side effects it queued.
-    private func perform<T>(_ body: (inout DeviceState, inout [Effect]) -> T) -> T {
-        var effects: [Effect] = []
+    /// Runs `body` under the lock, then carries out the side effects it queued, after the
+    /// lock is released (they may call back into this or any device).
+    private func perform<T>(_ body: (inout DeviceState, inout Effects) -> T) -> T {
+        var effects = Effects()
+        var link: (any PeerLink)?
+        var sink: (any InterruptSink)?
         let (result, newFindings) = state.withLock { s -> (T, [Finding]) in
             let before = s.findings.total
             let r = body(&s, &effects)
+            if !effects.isEmpty {
+                link = s.link
+                sink = s.sink
+            }
             // Copied under the same lock: another thread's finding cannot shift this slice.
             return (r, s.findings.total > before ? s.findings.elements(since: before) : [])
         }
         if !newFindings.isEmpty, let handler = findingHandler.withLock({ $0 }) {
             for f in newFindings { handler(f) }
         }
-        if !effects.isEmpty { run(effects) }
+        if !effects.isEmpty { run(effects, link: link, sink: sink) }
         return result
     }
 
-    private func run(_ effects: [Effect]) {
-        for e in effects {
+    private func run(_ effects: Effects, link: (any PeerLink)?, sink: (any InterruptSink)?) {
+        effects.forEach { e in
             switch e {
-            case .ring(let target, let vector, let access):
+            case .ring(let target, let vector, let offset, let value):
                 let outcome = link?.ring(from: id, target: target, vector: vector) ?? .linkDown
+                let access = Access(space: .bar(0), offset: offset, size: 4, isWrite: true, value: value)
                 switch outcome {
                 case .delivered: break
                 case .inactiveTarget:
@@ -323,18 +357,10 @@ public final class IvshmemDevice: @unchecked Sendable {
             case .broadcastState:
                 link?.broadcastStateChange(from: id)
             case .msix(let vector, let address, let data):
-                interruptSink?.msixMessage(from: self, vector: vector, address: address, data: data)
+                sink?.msixMessage(from: self, vector: vector, address: address, data: data)
             case .intx(let pin):
-                interruptSink?.intxEdge(from: self, pin: pin)
+                sink?.intxEdge(from: self, pin: pin)
             }
         }
     }
-}
-
-/// A side effect queued under the device lock and carried out after it is released.
-enum Effect {
-    case ring(target: UInt32, vector: UInt32, access: Access)
-    case broadcastState
-    case msix(vector: Int, address: UInt64, data: UInt32)
-    case intx(pin: UInt8)
 }

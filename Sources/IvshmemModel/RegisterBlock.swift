@@ -1,6 +1,9 @@
+import CIvshmemShim
 import IvshmemSpec
 
-/// A field of a register block after its parameters were resolved.
+/// A field of a register block after its parameters were resolved. Names and requirement IDs
+/// are side data for findings, traces and dumps; the access path uses the block's integer
+/// tables and `hook`.
 public struct ResolvedField: Sendable, Equatable {
     public var name: String
     public var offset: Int
@@ -10,15 +13,16 @@ public struct ResolvedField: Sendable, Equatable {
     public var writeOneToClear: UInt64
     public var readable: Bool
     public var requirement: String
-    public var hook: String?
+    public var hook: RegisterHook?
 
     public var range: Range<Int> { offset..<(offset + width) }
     public var isReadOnly: Bool { writable == 0 && writeOneToClear == 0 }
 }
 
-/// What one write did to one field: the hook (if any) runs on this.
+/// What one write did to one field: integers only, so reporting it allocates nothing. `index`
+/// selects the field in ``RegisterMap/fields``.
 public struct FieldWrite: Sendable, Equatable {
-    public var field: ResolvedField
+    public var index: Int
     public var old: UInt64
     public var new: UInt64
     /// Bits the write tried to change in read-only positions (a driver bug when non-zero on a
@@ -26,145 +30,263 @@ public struct FieldWrite: Sendable, Equatable {
     public var ignoredBits: UInt64
 }
 
-/// A little-endian byte array with per-byte reset values and writable / write-1-to-clear masks,
-/// driven by one generic write rule (the QEMU `RegisterAccessInfo` idea):
+/// The immutable, compiled form of a register table: per 32-bit word the writable,
+/// write-1-to-clear and readable masks and the reset value, per byte the field it belongs to,
+/// and per hook the field carrying it. Built once per device from the resolved tables and
+/// shared by every thread without a lock.
+public final class RegisterMap: @unchecked Sendable {
+    /// Bytes in the block (a multiple of 4 is allocated; bytes past `size` never decode).
+    public let size: Int
+    let wordCount: Int
+    /// Hot data, integer only (allocated once, never written after `init`).
+    let writable: UnsafeMutablePointer<UInt32>
+    let writeOneToClear: UnsafeMutablePointer<UInt32>
+    let readable: UnsafeMutablePointer<UInt32>
+    let resetWords: UnsafeMutablePointer<UInt32>
+    /// Index into `fields` for each byte, -1 where no field is declared.
+    let fieldIndex: UnsafeMutablePointer<Int16>
+    /// Offset of the field with each hook (by `RegisterHook` case order), -1 when absent.
+    private let hookOffsets: [Int]
+    /// Side table: names, requirement IDs, resolved values.
+    public let fields: [ResolvedField]
+
+    /// Compiles `fields` into a `size`-byte map; fails when a field leaves the block or two
+    /// overlap, naming them.
+    public init(size: Int, fields: [ResolvedField]) throws {
+        precondition(size >= 0 && size <= 1 << 20)
+        self.size = size
+        wordCount = (size + 3) / 4
+        writable = .allocate(capacity: max(wordCount, 1))
+        writeOneToClear = .allocate(capacity: max(wordCount, 1))
+        readable = .allocate(capacity: max(wordCount, 1))
+        resetWords = .allocate(capacity: max(wordCount, 1))
+        fieldIndex = .allocate(capacity: max(size, 1))
+        for p in [writable, writeOneToClear, resetWords] { p.initialize(repeating: 0, count: max(wordCount, 1)) }
+        readable.initialize(repeating: .max, count: max(wordCount, 1))
+        fieldIndex.initialize(repeating: -1, count: max(size, 1))
+        var hooks = Array(repeating: -1, count: RegisterHook.allCases.count)
+        self.fields = fields
+        guard fields.count < Int(Int16.max) else { throw SpecError.overlap("\(fields.count) fields in one block") }
+        for (n, f) in fields.enumerated() {
+            guard f.offset >= 0, f.width <= size, f.offset <= size - f.width else {
+                throw SpecError.overlap("'\(f.name)' at 0x\(String(f.offset, radix: 16)) width \(f.width) leaves the \(size)-byte block")
+            }
+            for i in f.range where fieldIndex[i] >= 0 {
+                throw SpecError.overlap("'\(f.name)' at 0x\(String(f.offset, radix: 16)) overlaps '\(fields[Int(fieldIndex[i])].name)'")
+            }
+            for k in 0..<f.width {
+                let i = f.offset + k
+                let w = i >> 2
+                let shift = UInt32((i & 3) * 8)
+                func lane(_ v: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: v >> UInt64(k * 8)) & 0xFF }
+                resetWords[w] |= lane(f.reset) << shift
+                writable[w] |= lane(f.writable) << shift
+                writeOneToClear[w] |= lane(f.writeOneToClear) << shift
+                if !f.readable { readable[w] &= ~(0xFF << shift) }
+                fieldIndex[i] = Int16(n)
+            }
+            if let h = f.hook { hooks[Self.slot(h)] = f.offset }
+        }
+        hookOffsets = hooks
+    }
+
+    deinit {
+        writable.deallocate()
+        writeOneToClear.deallocate()
+        readable.deallocate()
+        resetWords.deallocate()
+        fieldIndex.deallocate()
+    }
+
+    private static func slot(_ h: RegisterHook) -> Int { RegisterHook.allCases.firstIndex(of: h)! }
+
+    /// The offset of the field carrying `hook`, if the tables declare one.
+    public func offset(of hook: RegisterHook) -> Int? {
+        let o = hookOffsets[Self.slot(hook)]
+        return o >= 0 ? o : nil
+    }
+
+    /// The field covering byte `offset`, if any.
+    public func field(at offset: Int) -> ResolvedField? {
+        guard let i = index(at: offset) else { return nil }
+        return fields[i]
+    }
+
+    @inline(__always)
+    public func index(at offset: Int) -> Int? {
+        guard offset >= 0, offset < size else { return nil }
+        let i = fieldIndex[offset]
+        return i >= 0 ? Int(i) : nil
+    }
+
+    public func field(hook: RegisterHook) -> ResolvedField? { fields.first { $0.hook == hook } }
+}
+
+/// A register block's live bytes over its ``RegisterMap``, driven by one generic write rule
+/// (the QEMU `RegisterAccessInfo` idea):
 ///
 ///     new = (value & writable) | (old & ~writable);  new &= ~(value & w1c)
 ///
 /// Config space, the MSI-X table and the BAR0 registers are all instances of it; behaviour that
-/// is really special (doorbell, state, MSI-X control) is a named hook that runs after the rule.
-public struct RegisterBlock: Sendable {
-    public private(set) var fields: [ResolvedField]
-    private var bytes: [UInt8]
-    private var resetBytes: [UInt8]
-    private var writableMask: [UInt8]
-    private var w1cMask: [UInt8]
-    private var readableMask: [Bool]
-    /// Index into `fields` for each byte, -1 where no field is declared.
-    private var fieldIndex: [Int32]
+/// is really special (doorbell, state, MSI-X control) is a ``RegisterHook`` the device runs
+/// after the rule.
+///
+/// Concurrency: the bytes are 32-bit words loaded and stored atomically. Reads (`read`, `raw`)
+/// take no lock and may run on any thread; every mutation (`write`, `setRaw`, `reset`,
+/// `strap`) runs under the owning device's lock, so writers never race each other, and a
+/// reader sees each word either before or after a write.
+public final class RegisterBlock: @unchecked Sendable {
+    public let map: RegisterMap
+    private let words: UnsafeMutablePointer<UInt32>
+    /// Reset values, starting as the map's; a strap changes them (owner's lock).
+    private let resetWords: UnsafeMutablePointer<UInt32>
 
-    public var size: Int { bytes.count }
+    public var size: Int { map.size }
+    public var fields: [ResolvedField] { map.fields }
 
-    public init(size: Int, fields: [ResolvedField]) throws {
-        self.fields = []
-        bytes = Array(repeating: 0, count: size)
-        resetBytes = bytes
-        writableMask = bytes
-        w1cMask = bytes
-        readableMask = Array(repeating: true, count: size)
-        fieldIndex = Array(repeating: -1, count: size)
-        for f in fields { try add(f) }
+    public init(map: RegisterMap) {
+        self.map = map
+        let n = max(map.wordCount, 1)
+        words = .allocate(capacity: n)
+        resetWords = .allocate(capacity: n)
+        resetWords.initialize(from: map.resetWords, count: n)
+        words.initialize(from: map.resetWords, count: n)
     }
 
-    /// Adds a field; fails if it leaves the block or overlaps another field.
-    public mutating func add(_ f: ResolvedField) throws {
-        guard f.offset >= 0, f.width <= size, f.offset <= size - f.width else {
-            throw SpecError.overlap("'\(f.name)' at 0x\(String(f.offset, radix: 16)) width \(f.width) leaves the \(size)-byte block")
-        }
-        for i in f.range where fieldIndex[i] >= 0 {
-            throw SpecError.overlap("'\(f.name)' at 0x\(String(f.offset, radix: 16)) overlaps '\(fields[Int(fieldIndex[i])].name)'")
-        }
-        let idx = Int32(fields.count)
-        fields.append(f)
-        for k in 0..<f.width {
-            let i = f.offset + k
-            let shift = UInt64(k * 8)
-            resetBytes[i] = UInt8(truncatingIfNeeded: f.reset >> shift)
-            bytes[i] = resetBytes[i]
-            writableMask[i] = UInt8(truncatingIfNeeded: f.writable >> shift)
-            w1cMask[i] = UInt8(truncatingIfNeeded: f.writeOneToClear >> shift)
-            readableMask[i] = f.readable
-            fieldIndex[i] = idx
-        }
+    public convenience init(size: Int, fields: [ResolvedField]) throws {
+        self.init(map: try RegisterMap(size: size, fields: fields))
     }
+
+    deinit {
+        words.deallocate()
+        resetWords.deallocate()
+    }
+
+    @inline(__always) private func load(_ w: Int) -> UInt32 { ivs_load32_acquire(words + w) }
+    @inline(__always) private func store(_ w: Int, _ v: UInt32) { ivs_store32_release(words + w, v) }
+
+    @inline(__always)
+    static func laneMask(_ bytes: Int) -> UInt64 { bytes >= 8 ? .max : (1 << UInt64(bytes * 8)) - 1 }
 
     /// Restores every byte to its reset value.
-    public mutating func reset() { bytes = resetBytes }
+    public func reset() {
+        for w in 0..<map.wordCount { store(w, resetWords[w]) }
+    }
 
     /// Reads `size` (1…8) bytes at `offset`, little-endian; write-only bytes read 0; bytes
-    /// outside the block read 0.
+    /// outside the block read 0. Lock-free.
+    @inline(__always)
     public func read(offset: Int, size: Int) -> UInt64 {
-        var v: UInt64 = 0
-        for k in 0..<size {
-            let i = offset + k
-            guard i >= 0, i < bytes.count, readableMask[i] else { continue }
-            v |= UInt64(bytes[i]) << UInt64(k * 8)
+        let lane = offset & 3
+        if offset >= 0, size > 0, lane + size <= 4, offset + size <= map.size {
+            let w = offset >> 2
+            let v = load(w) & map.readable[w]
+            return UInt64(v >> UInt32(lane * 8)) & Self.laneMask(size)
         }
-        return v
+        return bytes(offset: offset, size: size, readableOnly: true)
+    }
+
+    /// Raw value of `size` bytes, for the model itself (ignores readability). Lock-free.
+    @inline(__always)
+    public func raw(offset: Int, size: Int) -> UInt64 {
+        let lane = offset & 3
+        if offset >= 0, size > 0, lane + size <= 4, offset + size <= map.size {
+            return UInt64(load(offset >> 2) >> UInt32(lane * 8)) & Self.laneMask(size)
+        }
+        return bytes(offset: offset, size: size, readableOnly: false)
     }
 
     /// Raw value of a field, for the model itself (ignores readability).
     public func value(of field: ResolvedField) -> UInt64 { raw(offset: field.offset, size: field.width) }
 
-    public func raw(offset: Int, size: Int) -> UInt64 {
+    private func bytes(offset: Int, size: Int, readableOnly: Bool) -> UInt64 {
         var v: UInt64 = 0
-        for k in 0..<size where offset + k < bytes.count { v |= UInt64(bytes[offset + k]) << UInt64(k * 8) }
+        for k in 0..<min(max(size, 0), 8) {
+            let i = offset + k
+            guard i >= 0, i < map.size else { continue }
+            let shift = UInt32((i & 3) * 8)
+            var b = load(i >> 2) >> shift & 0xFF
+            if readableOnly { b &= map.readable[i >> 2] >> shift & 0xFF }
+            v |= UInt64(b) << UInt64(k * 8)
+        }
         return v
     }
 
     /// Changes the reset value (and current value) of one byte: a hardware strap such as a pin
     /// wired by the slot, which a reset keeps.
-    public mutating func strap(offset: Int, value: UInt64) {
-        guard offset >= 0, offset < bytes.count else { return }
-        resetBytes[offset] = UInt8(truncatingIfNeeded: value)
-        bytes[offset] = resetBytes[offset]
+    public func strap(offset: Int, value: UInt64) {
+        guard offset >= 0, offset < map.size else { return }
+        let w = offset >> 2, shift = UInt32((offset & 3) * 8)
+        let b = UInt32(truncatingIfNeeded: value) & 0xFF
+        resetWords[w] = resetWords[w] & ~(0xFF << shift) | b << shift
+        store(w, load(w) & ~(0xFF << shift) | b << shift)
     }
 
     /// Sets bytes directly, bypassing the masks: for state the device itself changes.
-    public mutating func setRaw(offset: Int, size: Int, value: UInt64) {
-        for k in 0..<size where offset + k < bytes.count { bytes[offset + k] = UInt8(truncatingIfNeeded: value >> UInt64(k * 8)) }
+    public func setRaw(offset: Int, size: Int, value: UInt64) {
+        for k in 0..<min(max(size, 0), 8) {
+            let i = offset + k
+            guard i >= 0, i < map.size else { continue }
+            let w = i >> 2, shift = UInt32((i & 3) * 8)
+            let b = UInt32(truncatingIfNeeded: value >> UInt64(k * 8)) & 0xFF
+            store(w, load(w) & ~(0xFF << shift) | b << shift)
+        }
     }
 
     /// Applies the generic write rule to `size` bytes at `offset` and reports every field the
-    /// write touched, with its value before and after.
-    public mutating func write(offset: Int, size: Int, value: UInt64) -> [FieldWrite] {
-        // Fields are contiguous byte ranges and bytes are visited in order, so each field's
-        // bytes form one run: its old value is read before the run and the result appended
-        // after it (one array per write instead of four: this is the register hot path).
-        var out: [FieldWrite] = []
+    /// write touched to `touched`, with its value before and after. Allocates nothing: this is
+    /// the register hot path.
+    @inline(__always)
+    public func write(offset: Int, size: Int, value: UInt64, _ touched: (FieldWrite) -> Void) {
+        // Fields are contiguous byte ranges, so the bytes of one field form one run: its old
+        // value is read before the run and the result reported after it. Bytes without a field
+        // have all-zero masks: the rule leaves them alone.
         var k = 0
-        while k < size {
+        let n = min(max(size, 0), 8)
+        while k < n {
             let i = offset + k
-            guard i >= 0, i < bytes.count else { k += 1; continue }
-            let idx = fieldIndex[i]
-            guard idx >= 0 else {
-                applyRule(byte: i, value: UInt8(truncatingIfNeeded: value >> UInt64(k * 8)))
-                k += 1
-                continue
-            }
-            let f = fields[Int(idx)]
-            let before = self.value(of: f)
-            var ignored: UInt64 = 0
-            while k < size, offset + k < bytes.count, fieldIndex[offset + k] == idx {
-                let j = offset + k
-                let v = UInt8(truncatingIfNeeded: value >> UInt64(k * 8))
-                let roChange = (v ^ bytes[j]) & ~writableMask[j] & ~w1cMask[j]
-                ignored |= UInt64(roChange) << UInt64((j - f.offset) * 8)
-                applyRule(byte: j, value: v)
-                k += 1
-            }
-            out.append(FieldWrite(field: f, old: before, new: self.value(of: f), ignoredBits: ignored))
+            guard let idx = map.index(at: i) else { k += 1; continue }
+            var end = k + 1
+            while end < n, offset + end < map.size, map.fieldIndex[offset + end] == Int16(idx) { end += 1 }
+            let f = map.fields[idx]
+            let before = raw(offset: f.offset, size: f.width)
+            let ignored = applyRule(from: i, count: end - k, value: value >> UInt64(k * 8))
+            touched(FieldWrite(index: idx, old: before, new: raw(offset: f.offset, size: f.width),
+                               ignoredBits: ignored << UInt64((i - f.offset) * 8)))
+            k = end
         }
-        return out
     }
 
-    /// The generic write rule on one byte.
+    /// Applies the rule to `count` bytes from byte `i`, a word at a time; returns the bits the
+    /// value tried to change in read-only positions (relative to byte `i`).
     @inline(__always)
-    private mutating func applyRule(byte i: Int, value v: UInt8) {
-        let wm = writableMask[i]
-        var new = (v & wm) | (bytes[i] & ~wm)
-        new &= ~(v & w1cMask[i])
-        bytes[i] = new
+    private func applyRule(from i: Int, count: Int, value: UInt64) -> UInt64 {
+        var done = 0
+        var ignored: UInt64 = 0
+        while done < count {
+            let b = i + done
+            let w = b >> 2
+            let lane = b & 3
+            let bytes = min(4 - lane, count - done)
+            let shift = UInt32(lane * 8)
+            let m = UInt32(truncatingIfNeeded: Self.laneMask(bytes)) << shift
+            let v = UInt32(truncatingIfNeeded: value >> UInt64(done * 8)) << shift & m
+            let old = load(w)
+            let wm = map.writable[w] & m
+            let c = map.writeOneToClear[w] & m
+            var new = (v & wm) | (old & ~wm)
+            new &= ~(v & c)
+            let readOnlyChange = (v ^ old) & m & ~map.writable[w] & ~map.writeOneToClear[w]
+            ignored |= UInt64(readOnlyChange >> shift) << UInt64(done * 8)
+            if new != old { store(w, new) }
+            done += bytes
+        }
+        return ignored
     }
 
     /// The field covering byte `offset`, if any.
-    public func field(at offset: Int) -> ResolvedField? {
-        guard offset >= 0, offset < fieldIndex.count, fieldIndex[offset] >= 0 else { return nil }
-        return fields[Int(fieldIndex[offset])]
-    }
-
-    public func field(hook: String) -> ResolvedField? { fields.first { $0.hook == hook } }
-
+    public func field(at offset: Int) -> ResolvedField? { map.field(at: offset) }
+    public func field(hook: RegisterHook) -> ResolvedField? { map.field(hook: hook) }
 }
 
 extension ResolvedField {

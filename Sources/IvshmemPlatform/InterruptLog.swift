@@ -1,8 +1,9 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CIvshmemShim
 import IvshmemModel
-import Synchronization
+import IvshmemSync
 
 /// One interrupt the platform's interrupt controller saw.
 public struct InterruptRecord: Sendable, Equatable, CustomStringConvertible {
@@ -35,86 +36,102 @@ public struct InterruptRecord: Sendable, Equatable, CustomStringConvertible {
 /// The log keeps the newest ``capacity`` records (a peer that rings in a loop for hours costs
 /// fixed memory); ``count`` and each record's `sequence` count every interrupt ever logged, so
 /// cursors stay valid after old records were dropped.
+///
+/// Concurrency: a bounded ring (`ivs_irq_ring`) that writers do not serialise on — a writer
+/// reserves its sequence number with one atomic add, runs the handlers, then publishes its
+/// record; records become visible in sequence order (the published prefix), and waiters sleep
+/// on a futex word. Handlers run on the delivering thread before any waiter can see the record,
+/// so whoever waits for an interrupt sees what its handlers did; handlers of interrupts from
+/// different threads may run at the same time.
 public final class InterruptLog: @unchecked Sendable {
     public static let capacity = 65_536
-    private var records = BoundedLog<InterruptRecord>(capacity: InterruptLog.capacity)
-    private var handlers: [@Sendable (InterruptRecord) -> Void] = []
-    private var mutex = pthread_mutex_t()
-    private var cond = pthread_cond_t()
-    /// Held while one interrupt goes through the handlers and into the log, so that handlers
-    /// see interrupts in sequence order and have run before a waiter sees the record.
-    /// Recursive: a handler may cause another interrupt on the same thread.
-    private var delivery = pthread_mutex_t()
+    private let ring: OpaquePointer
+    /// Handlers, as an immutable list published through an atomic pointer: read on every
+    /// interrupt without a lock. Replaced lists are kept until the log goes away (handlers
+    /// are added a few times per run), so a reader never sees a freed list.
+    private let handlerSlot = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 1)
+    private let handlerLists = Locked<[HandlerList]>([])
+
+    private final class HandlerList: Sendable {
+        let handlers: [@Sendable (InterruptRecord) -> Void]
+        init(_ h: [@Sendable (InterruptRecord) -> Void]) { handlers = h }
+    }
 
     public init() {
-        pthread_mutex_init(&mutex, nil)
-        var recursive = pthread_mutexattr_t()
-        pthread_mutexattr_init(&recursive)
-        pthread_mutexattr_settype(&recursive, Int32(PTHREAD_MUTEX_RECURSIVE))
-        pthread_mutex_init(&delivery, &recursive)
-        pthread_mutexattr_destroy(&recursive)
-        var attr = pthread_condattr_t()
-        pthread_condattr_init(&attr)
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
-        pthread_cond_init(&cond, &attr)
-        pthread_condattr_destroy(&attr)
+        guard let r = ivs_irq_ring_create(UInt64(Self.capacity)) else { fatalError("out of memory for the interrupt log") }
+        ring = r
+        handlerSlot.initialize(to: nil)
     }
 
     deinit {
-        pthread_cond_destroy(&cond)
-        pthread_mutex_destroy(&mutex)
-        pthread_mutex_destroy(&delivery)
+        ivs_irq_ring_destroy(ring)
+        handlerSlot.deallocate()
     }
 
     /// Adds a handler called (on the delivering thread) for each interrupt.
     public func addHandler(_ h: @escaping @Sendable (InterruptRecord) -> Void) {
-        pthread_mutex_lock(&mutex)
-        handlers.append(h)
-        pthread_mutex_unlock(&mutex)
+        handlerLists.withLock { lists in
+            let list = HandlerList((lists.last?.handlers ?? []) + [h])
+            lists.append(list)
+            ivs_store_ptr_release(handlerSlot, Unmanaged.passUnretained(list).toOpaque())
+        }
     }
 
     /// The records kept, oldest first.
-    public var all: [InterruptRecord] {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return records.elements
-    }
+    public var all: [InterruptRecord] { since(0) }
 
     /// The kept records with sequence ≥ `position`.
     public func since(_ position: Int) -> [InterruptRecord] {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return records.elements(since: position)
+        let end = ivs_irq_ring_published(ring)
+        var n = max(UInt64(max(position, 0)), end > UInt64(Self.capacity) ? end - UInt64(Self.capacity) : 0)
+        var out: [InterruptRecord] = []
+        while n < end {
+            if let r = record(n) { out.append(r) }
+            n += 1
+        }
+        return out
     }
 
     /// Interrupts logged so far, kept or dropped: the sequence the next one gets.
-    public var count: Int {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return records.total
-    }
+    public var count: Int { Int(ivs_irq_ring_published(ring)) }
 
     /// Records dropped to stay within ``capacity``.
-    public var dropped: Int {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return records.dropped
+    public var dropped: Int { Int(ivs_irq_ring_overwritten(ring)) }
+
+    private func record(_ n: UInt64) -> InterruptRecord? {
+        var c = ivs_irq_record()
+        guard ivs_irq_ring_read(ring, n, &c) == 1 else { return nil }
+        let source = (try? BDF(bus: UInt8(c.source >> 8 & 0xFF), device: UInt8(c.source >> 3 & 0x1F), function: UInt8(c.source & 7)))!
+        let kind: InterruptRecord.Kind = c.kind == 0
+            ? .msix(vector: Int(c.vector), address: c.address, data: c.data)
+            : .intx(pin: UInt8(truncatingIfNeeded: c.vector))
+        return InterruptRecord(source: source, kind: kind, time: c.time, sequence: Int(n))
     }
 
-    /// Handlers run first (outside the log's lock, so they may read the log), then the record
-    /// is published and waiters wake: whoever waits for an interrupt sees what its handlers did.
+    /// Handlers run first (so they may read the log), then the record is published and
+    /// waiters wake: whoever waits for an interrupt sees what its handlers did.
     func append(source: BDF, kind: InterruptRecord.Kind) {
-        pthread_mutex_lock(&delivery)
-        defer { pthread_mutex_unlock(&delivery) }
-        pthread_mutex_lock(&mutex)
-        let r = InterruptRecord(source: source, kind: kind, time: Self.now(), sequence: records.total)
-        let hs = handlers
-        pthread_mutex_unlock(&mutex)
-        for h in hs { h(r) }
-        pthread_mutex_lock(&mutex)
-        records.append(r)
-        pthread_cond_broadcast(&cond)
-        pthread_mutex_unlock(&mutex)
+        let n = ivs_irq_ring_reserve(ring)
+        let r = InterruptRecord(source: source, kind: kind, time: Self.now(), sequence: Int(n))
+        if let p = ivs_load_ptr_acquire(handlerSlot) {
+            Unmanaged<HandlerList>.fromOpaque(p)._withUnsafeGuaranteedRef { list in
+                for h in list.handlers { h(r) }
+            }
+        }
+        var c = ivs_irq_record()
+        c.source = UInt32(source.bus) << 8 | UInt32(source.device) << 3 | UInt32(source.function)
+        switch kind {
+        case .msix(let vector, let address, let data):
+            c.kind = 0
+            c.vector = Int64(vector)
+            c.address = address
+            c.data = data
+        case .intx(let pin):
+            c.kind = 1
+            c.vector = Int64(pin)
+        }
+        c.time = r.time
+        ivs_irq_ring_publish(ring, n, &c)
     }
 
     /// Waits until an interrupt with sequence ≥ `after` matching `predicate` is logged, or
@@ -123,18 +140,17 @@ public final class InterruptLog: @unchecked Sendable {
         // Clamp: a non-finite or huge timeout must not trap the conversion (a day is plenty).
         let seconds = timeout.isFinite ? min(max(timeout, 0), 86_400) : 86_400
         let deadline = Self.now() + UInt64(seconds * 1e9)
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        var scanned = after
+        var scanned = max(after, 0)
         while true {
-            if scanned < records.total {
-                for r in records.elements(since: scanned) where predicate(r) { return r }
-                scanned = records.total
+            let epoch = ivs_irq_ring_epoch(ring)
+            let end = count
+            if scanned < end {
+                for r in since(scanned) where predicate(r) { return r }
+                scanned = end
             }
             let now = Self.now()
             if now >= deadline { return nil }
-            var ts = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
-            _ = pthread_cond_timedwait(&cond, &mutex, &ts)
+            ivs_irq_ring_wait(ring, epoch, Int64(deadline - now))
         }
     }
 

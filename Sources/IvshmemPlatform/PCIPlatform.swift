@@ -1,3 +1,4 @@
+import CIvshmemShim
 import IvshmemModel
 import IvshmemSync
 
@@ -7,50 +8,113 @@ import IvshmemSync
 ///
 /// Addresses nobody claims read all-ones and drop writes, as on a real bus; that is also what a
 /// BAR looks like while its decode bit is off (CFG-CMD-7, CFG-CMD-8).
-public final class PCIPlatform: InterruptSink, @unchecked Sendable {
+///
+/// Concurrency: the accesses (config, memory, I/O) take no lock. The plugged devices are an
+/// immutable table published through an atomic pointer (replaced tables are kept until the
+/// platform goes away: plugging is rare); each device publishes its own decode windows
+/// (``IvshmemDevice/decode(_:io:)``); the CF8 address register is an atomic word. Only
+/// plugging and unplugging take a lock, among themselves.
+public final class PCIPlatform: @unchecked Sendable {
     /// Base of the ECAM window: bus << 20 | device << 15 | function << 12 | offset.
     public let ecamBase: UInt64
     public static let ecamSize: UInt64 = 256 << 20
     public let interrupts = InterruptLog()
 
-    private struct State {
-        /// Plugged devices in BDF order: the decode paths walk it on every access, so it is kept
-        /// sorted by add/remove rather than sorted per access.
-        var ordered: [(bdf: BDF, device: IvshmemDevice)] = []
-        var cf8: UInt32 = 0
+    /// One plugged function and the interrupt sink that knows its address, so a delivered
+    /// interrupt needs no look-up (the device holds its sink weakly; the slot keeps it).
+    final class Slot: InterruptSink, @unchecked Sendable {
+        let bdf: BDF
+        let device: IvshmemDevice
+        unowned let log: InterruptLog
+        init(bdf: BDF, device: IvshmemDevice, log: InterruptLog) {
+            self.bdf = bdf
+            self.device = device
+            self.log = log
+        }
+        func msixMessage(from device: IvshmemDevice, vector: Int, address: UInt64, data: UInt32) {
+            log.append(source: bdf, kind: .msix(vector: vector, address: address, data: data))
+        }
+        func intxEdge(from device: IvshmemDevice, pin: UInt8) {
+            log.append(source: bdf, kind: .intx(pin: pin))
+        }
     }
-    private let state = Locked(State())
 
-    public init(ecamBase: UInt64 = 0xE000_0000) { self.ecamBase = ecamBase }
+    /// The plugged functions in BDF order (the decode paths walk it on every access).
+    final class Table: Sendable {
+        let slots: [Slot]
+        init(_ slots: [Slot]) { self.slots = slots }
+    }
+
+    private let current = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 1)
+    /// Every table ever published, the current one last: writers' lock, and what keeps the
+    /// tables readers may still hold alive.
+    private let tables = Locked<[Table]>([])
+    private let cf8 = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+
+    public init(ecamBase: UInt64 = 0xE000_0000) {
+        self.ecamBase = ecamBase
+        cf8.initialize(to: 0)
+        let empty = Table([])
+        current.initialize(to: Unmanaged.passUnretained(empty).toOpaque())
+        tables.withLock { $0.append(empty) }
+    }
+
+    deinit {
+        current.deallocate()
+        cf8.deallocate()
+    }
+
+    /// Runs `body` with the current table, without a lock or a reference count.
+    @inline(__always)
+    private func withTable<R>(_ body: (Table) -> R) -> R {
+        Unmanaged<Table>.fromOpaque(ivs_load_ptr_acquire(current)!)._withUnsafeGuaranteedRef(body)
+    }
+
+    private func republish(_ change: ([Slot]) throws -> [Slot]) rethrows {
+        try tables.withLock { list in
+            let next = Table(try change(list.last!.slots))
+            list.append(next)
+            ivs_store_ptr_release(current, Unmanaged.passUnretained(next).toOpaque())
+        }
+    }
 
     // MARK: devices
 
     /// Plugs `device` in at `bdf`; the platform becomes its interrupt sink.
     public func add(_ device: IvshmemDevice, at bdf: BDF) throws {
-        try state.withLock { s in
-            guard !s.ordered.contains(where: { $0.bdf == bdf }) else { throw PlatformError.slotOccupied(bdf) }
-            let at = s.ordered.firstIndex { $0.bdf > bdf } ?? s.ordered.count
-            s.ordered.insert((bdf, device), at: at)
+        let slot = Slot(bdf: bdf, device: device, log: interrupts)
+        try republish { slots in
+            guard !slots.contains(where: { $0.bdf == bdf }) else { throw PlatformError.slotOccupied(bdf) }
+            var next = slots
+            next.insert(slot, at: slots.firstIndex { $0.bdf > bdf } ?? slots.count)
+            return next
         }
-        device.interruptSink = self
+        device.interruptSink = slot
         device.plugged(intoSlot: bdf.device)
     }
 
     public func remove(at bdf: BDF) {
-        let d = state.withLock { s -> IvshmemDevice? in
-            guard let i = s.ordered.firstIndex(where: { $0.bdf == bdf }) else { return nil }
-            return s.ordered.remove(at: i).device
+        var removed: Slot?
+        republish { slots in
+            removed = slots.first { $0.bdf == bdf }
+            return slots.filter { $0.bdf != bdf }
         }
-        if d?.interruptSink === self { d?.interruptSink = nil }
+        if let r = removed, r.device.interruptSink === r { r.device.interruptSink = nil }
     }
 
     /// A linear scan of the (few) plugged devices: cheaper than hashing a BDF per access.
-    public func device(at bdf: BDF) -> IvshmemDevice? { state.withLock { s in s.ordered.first { $0.bdf == bdf }?.device } }
+    @inline(__always)
+    public func device(at bdf: BDF) -> IvshmemDevice? {
+        withTable { t in
+            for s in t.slots where s.bdf == bdf { return s.device }
+            return nil
+        }
+    }
     public var devices: [(bdf: BDF, device: IvshmemDevice)] {
-        state.withLock { $0.ordered }
+        withTable { t in t.slots.map { ($0.bdf, $0.device) } }
     }
     public func address(of device: IvshmemDevice) -> BDF? {
-        state.withLock { $0.ordered.first { $0.device === device }?.bdf }
+        withTable { t in t.slots.first { $0.device === device }?.bdf }
     }
 
     // MARK: config space by BDF
@@ -87,13 +151,14 @@ public final class PCIPlatform: InterruptSink, @unchecked Sendable {
     }
 
     /// Which device, BAR and offset a memory address reaches (bar -1: a Base Address range).
+    @inline(__always)
     public func decodeMemory(_ address: UInt64) -> (device: IvshmemDevice, bar: Int, offset: UInt64)? {
-        for (_, d) in devices {
-            for w in d.decodeWindows where !w.isIO {
-                if let off = w.offset(of: address) { return (d, w.bar, off) }
+        withTable { t in
+            for s in t.slots {
+                if let hit = s.device.decode(address, io: false) { return (s.device, hit.bar, hit.offset) }
             }
+            return nil
         }
-        return nil
     }
 
     private func ecamTarget(_ address: UInt64) -> (BDF, Int)? {
@@ -107,7 +172,7 @@ public final class PCIPlatform: InterruptSink, @unchecked Sendable {
 
     /// Port reads: 0xCF8 (config address), 0xCFC–0xCFF (config data), then I/O BARs.
     public func ioRead(_ port: UInt16, size: Int) -> UInt32 {
-        if port == 0xCF8 && size == 4 { return state.withLock { $0.cf8 } }
+        if port == 0xCF8 && size == 4 { return ivs_load32_acquire(cf8) }
         if (0xCFC...0xCFF).contains(port) {
             guard let (bdf, off) = cf8Target(port: port) else { return UInt32(Self.ones(size)) }
             return configRead(bdf, offset: off, size: size)
@@ -118,7 +183,7 @@ public final class PCIPlatform: InterruptSink, @unchecked Sendable {
 
     public func ioWrite(_ port: UInt16, size: Int, value: UInt32) {
         if port == 0xCF8 && size == 4 {
-            state.withLock { $0.cf8 = value & 0x80FF_FFFC }
+            ivs_store32_release(cf8, value & 0x80FF_FFFC)
             return
         }
         if (0xCFC...0xCFF).contains(port) {
@@ -130,32 +195,20 @@ public final class PCIPlatform: InterruptSink, @unchecked Sendable {
     }
 
     public func decodeIO(_ port: UInt16) -> (device: IvshmemDevice, bar: Int, offset: UInt64)? {
-        for (_, d) in devices {
-            for w in d.decodeWindows where w.isIO {
-                if let off = w.offset(of: UInt64(port)) { return (d, w.bar, off) }
+        withTable { t in
+            for s in t.slots {
+                if let hit = s.device.decode(UInt64(port), io: true) { return (s.device, hit.bar, hit.offset) }
             }
+            return nil
         }
-        return nil
     }
 
     private func cf8Target(port: UInt16) -> (BDF, Int)? {
-        let a = state.withLock { $0.cf8 }
+        let a = ivs_load32_acquire(cf8)
         guard a & 0x8000_0000 != 0 else { return nil }
         guard let bdf = try? BDF(bus: UInt8(a >> 16 & 0xFF), device: UInt8(a >> 11 & 0x1F), function: UInt8(a >> 8 & 0x7)) else { return nil }
         return (bdf, Int(a & 0xFC) + Int(port - 0xCFC))
     }
 
     static func ones(_ size: Int) -> UInt64 { size >= 8 ? .max : (1 << UInt64(size * 8)) - 1 }
-
-    // MARK: InterruptSink
-
-    public func msixMessage(from device: IvshmemDevice, vector: Int, address: UInt64, data: UInt32) {
-        guard let bdf = self.address(of: device) else { return }
-        interrupts.append(source: bdf, kind: .msix(vector: vector, address: address, data: data))
-    }
-
-    public func intxEdge(from device: IvshmemDevice, pin: UInt8) {
-        guard let bdf = address(of: device) else { return }
-        interrupts.append(source: bdf, kind: .intx(pin: pin))
-    }
 }

@@ -67,8 +67,8 @@ enum EmbeddedTables {
   "comment": "Register region (BAR0). Only aligned 32-bit accesses are valid (REG-ACC-1); offsets without a register read 0 and ignore writes (REG-ACC-2). 'readable': false means reads return 0.",
   "size": "@registerRegionSize",
   "registers": [
-    {"name": "ID",                "offset": "0x00", "width": 4, "reset": "@id",       "writable": "0x0",        "readable": true,  "req": "REG-ID-1"},
-    {"name": "Maximum Peers",     "offset": "0x04", "width": 4, "reset": "@maxPeers", "writable": "0x0",        "readable": true,  "req": "REG-MAXP-1"},
+    {"name": "ID",                "offset": "0x00", "width": 4, "reset": "@id",       "writable": "0x0",        "readable": true,  "req": "REG-ID-1",   "hook": "id"},
+    {"name": "Maximum Peers",     "offset": "0x04", "width": 4, "reset": "@maxPeers", "writable": "0x0",        "readable": true,  "req": "REG-MAXP-1", "hook": "maxPeers"},
     {"name": "Interrupt Control", "offset": "0x08", "width": 4, "reset": "0x0",       "writable": "0x00000001", "readable": true,  "req": "REG-IC-1", "hook": "interruptControl"},
     {"name": "Doorbell",          "offset": "0x0C", "width": 4, "reset": "0x0",       "writable": "0xFFFFFFFF", "readable": false, "req": "REG-DB-1", "hook": "doorbell"},
     {"name": "State",             "offset": "0x10", "width": 4, "reset": "0x0",       "writable": "0xFFFFFFFF", "readable": true,  "req": "REG-ST-1", "hook": "state"}

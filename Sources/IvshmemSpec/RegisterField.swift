@@ -18,7 +18,8 @@ public struct RegisterField: Sendable, Equatable, Codable {
     /// For BAR0: `false` means the register is write-only and reads return 0.
     public var readable: Bool
     public var requirement: String
-    public var hook: String?
+    /// Decoded at load time: an unknown name fails here, naming the field.
+    public var hook: RegisterHook?
     /// The field exists only when this feature is on (e.g. `baseAddress`).
     public var when: String?
 
@@ -48,7 +49,12 @@ public struct RegisterField: Sendable, Equatable, Codable {
             text: c.decodeIfPresent(String.self, forKey: .writeOneToClear) ?? "0x0", field: name, key: "w1c")
         readable = try c.decodeIfPresent(Bool.self, forKey: .readable) ?? true
         requirement = try c.decode(String.self, forKey: .requirement)
-        hook = try c.decodeIfPresent(String.self, forKey: .hook)
+        if let h = try c.decodeIfPresent(String.self, forKey: .hook) {
+            guard let known = RegisterHook(rawValue: h) else { throw SpecError.unknownHook(field: name, name: h) }
+            hook = known
+        } else {
+            hook = nil
+        }
         when = try c.decodeIfPresent(String.self, forKey: .when)
     }
 
@@ -62,7 +68,7 @@ public struct RegisterField: Sendable, Equatable, Codable {
         try c.encode(writeOneToClear.description, forKey: .writeOneToClear)
         try c.encode(readable, forKey: .readable)
         try c.encode(requirement, forKey: .requirement)
-        try c.encodeIfPresent(hook, forKey: .hook)
+        try c.encodeIfPresent(hook?.rawValue, forKey: .hook)
         try c.encodeIfPresent(when, forKey: .when)
     }
 }

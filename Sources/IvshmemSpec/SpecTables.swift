@@ -41,7 +41,8 @@ public struct SpecTables: Sendable, Equatable {
         }
         func decode<T: Decodable>(_ type: T.Type, _ name: String) throws -> T {
             do { return try JSONDecoder().decode(type, from: try data(name)) } catch let e as SpecError {
-                throw e
+                if case .missingFile = e { throw e }
+                throw SpecError.inFile(name, e)
             } catch {
                 throw SpecError.malformed(file: name, detail: "\(error)")
             }
@@ -63,6 +64,13 @@ public struct SpecTables: Sendable, Equatable {
                 throw SpecError.malformed(file: file, detail: "the capability's byte at offset 0 must reset to capabilityID 0x\(String(id, radix: 16))")
             }
         }
+        // Hooks are checked here, once, so that a bad table fails to load with its file and
+        // field named (and `spec check` reports it) instead of misbehaving in the model.
+        try HookRules.configHeader.validate(h.fields, file: "config-header.json", part: "the config header")
+        try HookRules.vendorCapability.validate(v.fields, file: "vendor-capability.json", part: "the vendor capability")
+        try HookRules.msixCapability.validate(m.capability, file: "msix.json", part: "the MSI-X capability")
+        try HookRules.msixTableEntry.validate(m.tableEntry, file: "msix.json", part: "the MSI-X table entry")
+        try HookRules.bar0.validate(b.registers, file: "bar0.json", part: "the register region (BAR0)")
         pbaRequirement = m.pba.req
         bar0 = b.registers
         bar0Size = try SpecValue(text: b.size, field: "bar0", key: "size")

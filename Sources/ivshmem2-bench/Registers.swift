@@ -110,7 +110,7 @@ struct RegisterBench {
         withUnsafeMutableBytes(of: &c.reg_field) { $0.withMemoryRebound(to: Int16.self) { for i in $0.indices { $0[i] = -1 } } }
         c.msix_control_field = -1; c.doorbell_field = -1; c.state_field = -1
         for (index, f) in config.block.fields.enumerated() {
-            if f.hook == "msixControl" { c.msix_control_field = Int32(index) }
+            if f.hook == .msixControl { c.msix_control_field = Int32(index) }
             for k in 0..<f.width {
                 let i = f.offset + k
                 let shift = UInt64(k * 8)
@@ -132,8 +132,8 @@ struct RegisterBench {
             let w1c = try f.writeOneToClear.resolve(field: f.name, lookup) & widthMask
             var value = try f.reset.resolve(field: f.name, lookup) & widthMask
             if f.readable, f.width == 4 { value = UInt64(device.readRegister(UInt64(f.offset))) }
-            if f.hook == "doorbell" { c.doorbell_field = Int32(index) }
-            if f.hook == "state" { c.state_field = Int32(index) }
+            if f.hook == .doorbell { c.doorbell_field = Int32(index) }
+            if f.hook == .state { c.state_field = Int32(index) }
             for k in 0..<f.width {
                 let i = f.offset + k
                 let shift = UInt64(k * 8)

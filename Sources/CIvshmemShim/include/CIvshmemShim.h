@@ -43,6 +43,8 @@ static inline uint32_t ivs_load32_acquire(const void *p) { return __atomic_load_
 static inline void ivs_store32_release(void *p, uint32_t v) { __atomic_store_n((uint32_t *)p, v, __ATOMIC_RELEASE); }
 static inline void ivs_full_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 static inline void ivs_cpu_relax(void) { __builtin_ia32_pause(); }
+#include "ivs_atomics.h"
+#include "ivs_irq_ring.h"
 
 
 // --- Added for IvshmemPosix (GNU extensions that Swift's Glibc module does not import) ---

@@ -1,0 +1,93 @@
+// Lock-free building blocks for the device model's hot path (IvshmemModel): atomic words for
+// register images, a published pointer, and a sequence-locked table of decode windows.
+// Header-only (static inline) so that the Swift optimizer inlines them into the access path.
+#ifndef IVS_ATOMICS_H
+#define IVS_ATOMICS_H
+#include <stdint.h>
+
+static inline uint32_t ivs_load32_relaxed(const void *p) { return __atomic_load_n((const uint32_t *)p, __ATOMIC_RELAXED); }
+static inline uint64_t ivs_load64_acquire(const void *p) { return __atomic_load_n((const uint64_t *)p, __ATOMIC_ACQUIRE); }
+static inline void ivs_store64_release(void *p, uint64_t v) { __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELEASE); }
+static inline uint64_t ivs_fetch_add64(void *p, uint64_t v) { return __atomic_fetch_add((uint64_t *)p, v, __ATOMIC_ACQ_REL); }
+static inline void *ivs_load_ptr_acquire(void *const *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void ivs_store_ptr_release(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+
+/// The address ranges one PCI function decodes, readable without a lock by any thread while one
+/// writer (holding the device's lock) republishes them: a sequence lock. Readers retry while
+/// the sequence is odd or changed under them; every field is accessed atomically, so the
+/// reader's copy is never torn and ThreadSanitizer sees no race.
+#define IVS_MAX_WINDOWS 8
+typedef struct {
+    uint64_t base;
+    uint64_t size;
+    int32_t bar;    // BAR index, -1 for a Base Address range outside the BARs
+    int32_t is_io;  // 1: I/O space, 0: memory space
+} ivs_window;
+
+typedef struct {
+    uint32_t sequence;
+    uint32_t count;
+    ivs_window windows[IVS_MAX_WINDOWS];
+} ivs_window_table;
+
+static inline void ivs_windows_publish(ivs_window_table *t, const ivs_window *src, uint32_t count) {
+    if (count > IVS_MAX_WINDOWS) count = IVS_MAX_WINDOWS;
+    uint32_t s = __atomic_load_n(&t->sequence, __ATOMIC_RELAXED);
+    __atomic_store_n(&t->sequence, s + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    for (uint32_t i = 0; i < count; i++) {
+        __atomic_store_n(&t->windows[i].base, src[i].base, __ATOMIC_RELAXED);
+        __atomic_store_n(&t->windows[i].size, src[i].size, __ATOMIC_RELAXED);
+        __atomic_store_n(&t->windows[i].bar, src[i].bar, __ATOMIC_RELAXED);
+        __atomic_store_n(&t->windows[i].is_io, src[i].is_io, __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&t->count, count, __ATOMIC_RELAXED);
+    __atomic_store_n(&t->sequence, s + 2, __ATOMIC_RELEASE);
+}
+
+/// Finds the window of kind `is_io` holding `address`: returns 1 and sets *bar, *offset.
+static inline int ivs_windows_lookup(const ivs_window_table *t, uint64_t address, int32_t is_io, int32_t *bar, uint64_t *offset) {
+    for (;;) {
+        uint32_t s1 = __atomic_load_n(&t->sequence, __ATOMIC_ACQUIRE);
+        if (s1 & 1) { __builtin_ia32_pause(); continue; }
+        int found = 0;
+        int32_t fbar = 0;
+        uint64_t foff = 0;
+        uint32_t n = __atomic_load_n(&t->count, __ATOMIC_RELAXED);
+        if (n > IVS_MAX_WINDOWS) n = IVS_MAX_WINDOWS;
+        for (uint32_t i = 0; i < n; i++) {
+            uint64_t base = __atomic_load_n(&t->windows[i].base, __ATOMIC_RELAXED);
+            uint64_t size = __atomic_load_n(&t->windows[i].size, __ATOMIC_RELAXED);
+            int32_t io = __atomic_load_n(&t->windows[i].is_io, __ATOMIC_RELAXED);
+            if (io == is_io && address >= base && address - base < size) {
+                found = 1;
+                fbar = __atomic_load_n(&t->windows[i].bar, __ATOMIC_RELAXED);
+                foff = address - base;
+                break;
+            }
+        }
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&t->sequence, __ATOMIC_RELAXED) != s1) continue;
+        if (found) { *bar = fbar; *offset = foff; }
+        return found;
+    }
+}
+
+/// A consistent copy of the table (for `decodeWindows`). Returns the number of windows.
+static inline uint32_t ivs_windows_copy(const ivs_window_table *t, ivs_window *out) {
+    for (;;) {
+        uint32_t s1 = __atomic_load_n(&t->sequence, __ATOMIC_ACQUIRE);
+        if (s1 & 1) { __builtin_ia32_pause(); continue; }
+        uint32_t n = __atomic_load_n(&t->count, __ATOMIC_RELAXED);
+        if (n > IVS_MAX_WINDOWS) n = IVS_MAX_WINDOWS;
+        for (uint32_t i = 0; i < n; i++) {
+            out[i].base = __atomic_load_n(&t->windows[i].base, __ATOMIC_RELAXED);
+            out[i].size = __atomic_load_n(&t->windows[i].size, __ATOMIC_RELAXED);
+            out[i].bar = __atomic_load_n(&t->windows[i].bar, __ATOMIC_RELAXED);
+            out[i].is_io = __atomic_load_n(&t->windows[i].is_io, __ATOMIC_RELAXED);
+        }
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&t->sequence, __ATOMIC_RELAXED) == s1) return n;
+    }
+}
+#endif
