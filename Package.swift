@@ -46,8 +46,11 @@ let package = Package(
             "IvshmemWire", "IvshmemPosix", "IvshmemSpec", "IvshmemSync",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The server link: wire messages and descriptors, no device model (it does not import it).
+        .target(name: "IvshmemLink", dependencies: ["IvshmemWire", "IvshmemPosix", "IvshmemSync"]),
+        // The device attached to a server: builds the device from INIT over the link.
         .target(name: "IvshmemTransport", dependencies: [
-            "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemSync",
+            "IvshmemLink", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemSync",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Layer 5: the register-level test harness, scripts and their runner.

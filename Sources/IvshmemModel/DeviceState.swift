@@ -1,3 +1,4 @@
+import IvshmemSync
 import IvshmemSpec
 
 /// The mutable state of one device, guarded by the device's lock. Each method is one concern

@@ -1,16 +1,8 @@
+@_exported import IvshmemLink
 import IvshmemModel
 import IvshmemPosix
 import IvshmemSpec
 import IvshmemWire
-
-/// How the event loop waits for the next event.
-public enum WaitMode: Sendable, Equatable {
-    /// Sleep in epoll_wait until something happens (the default).
-    case blocking
-    /// Poll without sleeping for up to `microseconds` before sleeping: trades a busy CPU for
-    /// latency below the cross-CPU wake-up cost.
-    case spinThenBlock(microseconds: Int)
-}
 
 /// Options for `AttachedDevice.attach`.
 public struct AttachOptions: Sendable {
@@ -32,29 +24,41 @@ public struct AttachOptions: Sendable {
     }
 }
 
-/// An ivshmem v2 device attached to a server over its UNIX socket.
+/// An ivshmem v2 device attached to a server over its UNIX socket: the composition of a
+/// ``ServerLink`` (wire messages and descriptors) and an ``IvshmemDevice`` built from INIT.
 ///
-/// `attach` reads INIT synchronously and validates it (WIRE-CLI-1…10), maps the shared memory,
-/// builds the device, and reads the server's introduction up to the device's own eventfds
-/// (WIRE-CLI-20): when it returns, every peer that was connected before is known and the
-/// device's interrupt sources are in place, so nothing the device does right away is lost.
-/// An event-loop thread (``ServerLink``) then follows the server.
+/// `attach` reads INIT and validates it (WIRE-CLI-1…10), maps the shared memory, builds the
+/// device, and reads the server's introduction up to the device's own eventfds (WIRE-CLI-20):
+/// when it returns, every peer that was connected before is known and the device's interrupt
+/// sources are in place, so nothing the device does right away is lost. The link's event-loop
+/// thread then follows the server.
 ///
-/// This handle owns the link: dropping the last reference detaches like ``close()``.
+/// Ownership: this handle owns the link; the device refers to the handle (its ``PeerLink``)
+/// weakly, and the link holds only the device's event sink, so dropping the last reference to
+/// the handle detaches like ``close()`` — its thread ends and every descriptor closes.
 public final class AttachedDevice: PeerLink, @unchecked Sendable {
     public let device: IvshmemDevice
     public let initialInfo: InitialInfo
     public let socketPath: String
     let link: ServerLink
 
-    private init(link: ServerLink, info: InitialInfo, socketPath: String) {
+    private init(link: ServerLink, device: IvshmemDevice, info: InitialInfo, socketPath: String) {
         self.link = link
-        self.device = link.device
+        self.device = device
         self.initialInfo = info
         self.socketPath = socketPath
     }
 
     deinit { link.close() }
+
+    /// Turns what the link hears into device events (on the event-loop thread).
+    private final class DeviceEvents: ServerLinkDelegate {
+        let device: IvshmemDevice
+        init(_ d: IvshmemDevice) { device = d }
+        func linkReceivedEvent(vector: Int) { device.receiveEvent(vector: vector) }
+        // DEV-PEER-2: the RFC device rings its own vector 0 when a peer leaves.
+        func linkPeerDeparted(_ id: UInt32) { device.peerDeparted(id: id) }
+    }
 
     // MARK: attach
 
@@ -62,21 +66,8 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
     public static func attach(socketPath: String, options: AttachOptions = AttachOptions(), tables: SpecTables = .builtIn) throws -> AttachedDevice {
         let timeout = options.timeout.isFinite ? min(max(options.timeout, 0.001), 3600) : 3600
         let deadline = Monotonic.now() + timeout
-        let socket: FileDescriptor
-        do { socket = try UnixSocket.connect(path: socketPath) } catch let e as SystemCallError {
-            throw AttachError.connect(path: socketPath, e)
-        }
-        var keep: [FileDescriptor] = [socket]
+        let (link, info, shmFD) = try ServerLink.connect(socketPath: socketPath, waitMode: options.waitMode, deadline: deadline, timeout: timeout)
         do {
-            let msg = try BlockingMessageRead.read(from: socket, during: "reading INIT", deadline: deadline, timeout: timeout)
-            var fds = msg.fds
-            defer { for fd in fds { fd.closeQuietly() } }
-            let info: InitialInfo
-            do { info = try WireMessage.decodeInitial(header: msg.header, body: msg.body) } catch {
-                throw AttachError.wire(error, during: "reading INIT")
-            }
-            guard let shmFD = fds.first else { throw AttachError.missingSharedMemory }
-            fds.removeFirst()  // the rest (if any) are unexpected and closed by the defer (WIRE-CLI-18)
             let memory: IvshmemModel.SharedMemory
             let geometry: SharedMemoryGeometry
             let sealed: Bool
@@ -99,30 +90,18 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
             if !sealed {
                 device.recordEnvironmentFinding("SHM-SIZE-1", "the server's shared memory is not sealed against shrinking (F_SEAL_SHRINK): another peer can shrink it under this device; accesses beyond the current size fail cleanly")
             }
-            let link: ServerLink
+            let handle = AttachedDevice(link: link, device: device, info: info, socketPath: socketPath)
+            device.link = handle
             do {
-                let epoll = try Epoll()  // closes itself if attach fails
-                let wake = try EventFD.create(nonBlocking: true)
-                keep.append(wake.fd)
-                try socket.setNonBlocking(true)
-                link = try ServerLink(device: device, socket: socket, epoll: epoll, wake: wake, waitMode: options.waitMode)
-            } catch let e as SystemCallError {
-                throw AttachError.system(e, during: "setting up the event loop")
-            }
-            keep.removeAll()  // the link owns the socket and the wake fd now and closes them once
-            device.link = link
-            do {
-                try link.readIntroduction(deadline: deadline, timeout: timeout)
+                try link.readIntroduction(delegate: DeviceEvents(device), deadline: deadline, timeout: timeout)
                 try link.start(name: "ivshmem2-peer-\(device.id)")
             } catch {
-                link.releaseAfterFailedAttach()
                 device.link = nil
-                if let e = error as? SystemCallError { throw AttachError.system(e, during: "starting the event loop") }
                 throw error
             }
-            return AttachedDevice(link: link, info: info, socketPath: socketPath)
+            return handle
         } catch {
-            for fd in keep { fd.closeQuietly() }
+            link.releaseAfterFailedAttach()
             throw error
         }
     }
@@ -190,7 +169,21 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
 
     // MARK: PeerLink
 
-    public func ring(from source: UInt32, target: UInt32, vector: UInt32) -> DoorbellOutcome { link.ring(from: source, target: target, vector: vector) }
-    public func broadcastStateChange(from source: UInt32) { link.broadcastStateChange(from: source) }
+    public func ring(from source: UInt32, target: UInt32, vector: UInt32) -> DoorbellOutcome {
+        switch link.signal(peer: target, vector: vector) {
+        case .delivered: return .delivered
+        case .inactiveTarget: return .inactiveTarget
+        case .noSuchVector(let n): return .noSuchVector(targetVectors: n)
+        case .linkDown: return .linkDown
+        case .notYetAnnounced: return .notYetAnnounced
+        case .dropped(let why): return .dropped(why)
+        case .failed(let why): return .failed(why)
+        }
+    }
+
+    public func broadcastStateChange(from source: UInt32) {
+        for m in link.broadcast(from: source) { device.recordEnvironmentFinding("WIRE-CLI-21", "state-change signal dropped: \(m)") }
+    }
+
     public func isActive(_ peer: UInt32) -> Bool { link.isActive(peer) }
 }
