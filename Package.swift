@@ -47,7 +47,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The server link: wire messages and descriptors, no device model (it does not import it).
-        .target(name: "IvshmemLink", dependencies: ["IvshmemWire", "IvshmemPosix", "IvshmemSync"]),
+        .target(name: "IvshmemLink", dependencies: ["IvshmemSpec", "IvshmemWire", "IvshmemPosix", "IvshmemSync"]),
         // The device attached to a server: builds the device from INIT over the link.
         .target(name: "IvshmemTransport", dependencies: [
             "IvshmemLink", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemSync",

@@ -1,4 +1,5 @@
 import IvshmemPosix
+import IvshmemSpec
 import IvshmemSync
 import IvshmemWire
 import Synchronization
@@ -10,23 +11,6 @@ public enum WaitMode: Sendable, Equatable {
     /// Poll without sleeping for up to `microseconds` before sleeping: trades a busy CPU for
     /// latency below the cross-CPU wake-up cost.
     case spinThenBlock(microseconds: Int)
-}
-
-/// What signalling a peer's vector did (the device model maps it to its doorbell outcome).
-public enum SignalOutcome: Sendable, Equatable {
-    case delivered
-    /// No such peer, or the peer is not connected.
-    case inactiveTarget
-    /// The target has fewer vectors.
-    case noSuchVector(targetVectors: Int)
-    /// The link is down (server gone).
-    case linkDown
-    /// The target is active but its eventfd for this vector has not arrived yet.
-    case notYetAnnounced
-    /// The eventfd could not take the signal without blocking (WIRE-CLI-21).
-    case dropped(String)
-    /// Writing the eventfd failed.
-    case failed(String)
 }
 
 /// Who hears what arrives on the link. Called on the event-loop thread (and, during
@@ -277,9 +261,9 @@ public final class ServerLink: @unchecked Sendable {
 
     /// Signals `vector` of peer `target`: one short lock to take the eventfd, the write after
     /// releasing it, never blocking (WIRE-CLI-21).
-    public func signal(peer target: UInt32, vector: UInt32) -> SignalOutcome {
+    public func signal(peer target: UInt32, vector: UInt32) -> DoorbellOutcome {
         let v = vectors  // every peer has V vectors (IRQ-VEC-1)
-        enum Lookup { case fd(PeerVector), outcome(SignalOutcome) }
+        enum Lookup { case fd(PeerVector), outcome(DoorbellOutcome) }
         let found = state.withLock { s -> Lookup in
             guard s.linkUp || s.peers[target] != nil else { return .outcome(.linkDown) }
             guard let fds = s.peers[target], !fds.isEmpty else { return .outcome(.inactiveTarget) }
@@ -310,7 +294,7 @@ public final class ServerLink: @unchecked Sendable {
     }
 
     /// Writes one eventfd without ever blocking (WIRE-CLI-21); counts what could not be sent.
-    private func write(_ p: PeerVector, peer: UInt32, vector: UInt32) -> SignalOutcome {
+    private func write(_ p: PeerVector, peer: UInt32, vector: UInt32) -> DoorbellOutcome {
         do {
             if try p.eventFD.trySignal() { return .delivered }
             droppedCount.add(1, ordering: .relaxed)

@@ -169,17 +169,7 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
 
     // MARK: PeerLink
 
-    public func ring(from source: UInt32, target: UInt32, vector: UInt32) -> DoorbellOutcome {
-        switch link.signal(peer: target, vector: vector) {
-        case .delivered: return .delivered
-        case .inactiveTarget: return .inactiveTarget
-        case .noSuchVector(let n): return .noSuchVector(targetVectors: n)
-        case .linkDown: return .linkDown
-        case .notYetAnnounced: return .notYetAnnounced
-        case .dropped(let why): return .dropped(why)
-        case .failed(let why): return .failed(why)
-        }
-    }
+    public func ring(from source: UInt32, target: UInt32, vector: UInt32) -> DoorbellOutcome { link.signal(peer: target, vector: vector) }
 
     public func broadcastStateChange(from source: UInt32) {
         for m in link.broadcast(from: source) { device.recordEnvironmentFinding("WIRE-CLI-21", "state-change signal dropped: \(m)") }
