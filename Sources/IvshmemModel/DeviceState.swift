@@ -26,10 +26,6 @@ struct DeviceState {
     let stateOffset: Int
     /// Removed from its link: state writes no longer reach the shared state table.
     var detached = false
-    /// Read while the lock is held anyway (the effects of an access need them), so wiring
-    /// costs no lock of its own.
-    weak var link: (any PeerLink)?
-    weak var sink: (any InterruptSink)?
 
     init(layout: DeviceLayout, tables: SpecTables) throws {
         config = try ConfigSpace(layout: layout, tables: tables)
@@ -113,26 +109,37 @@ struct DeviceState {
 
     // MARK: config space
 
-    /// One config write through the rule, then its hooks. Returns whether Command or a BAR
-    /// changed (the decode windows must be republished).
-    mutating func configWrite(offset: Int, size: Int, value: UInt32, layout: DeviceLayout, peer: UInt32, effects: inout Effects) -> Bool {
+    /// What a config write did that needs the lock: CFG-ACC-3 findings, the MSI-X Control hook,
+    /// and whether Command or a BAR changed (the decode windows must be republished, which the
+    /// caller does). The write itself already happened (``RegisterBlock/write``).
+    mutating func configWritten(_ touched: TouchedFields, offset: Int, size: Int, value: UInt32, layout: DeviceLayout, peer: UInt32, effects: inout Effects) -> Bool {
         let access = Access(space: .config, offset: UInt64(offset), size: size, isWrite: true, value: UInt64(value))
         var decodeChanged = false
         let map = config.block.map
-        config.block.write(offset: offset, size: size, value: UInt64(value)) { w in
-            let field = map.fields[w.index]
+        touched.forEach { w in
+            let field = map.info[w.index]
             // CFG-ACC-3: a read-only register keeps its value. Trying to change one is an
             // ineffective access, except in BARs, which firmware probes with all-ones
             // whether they are implemented or not.
-            if w.ignoredBits != 0 && field.isReadOnly && !(PCIConfig.bar0..<PCIConfig.barsEnd).contains(field.offset) {
-                record("CFG-ACC-3", "write to read-only '\(field.name)' ignored (tried to change bits 0x\(String(w.ignoredBits, radix: 16)))", access, peer: peer, kind: .ineffective)
+            if w.ignoredBits != 0 && field.isReadOnly && !Self.isBAR(field.offset) {
+                record("CFG-ACC-3", "write to read-only '\(map.fields[w.index].name)' ignored (tried to change bits 0x\(String(w.ignoredBits, radix: 16)))", access, peer: peer, kind: .ineffective)
             }
-            if w.old != w.new && (field.offset == PCIConfig.command || (PCIConfig.bar0..<PCIConfig.barsEnd).contains(field.offset)) {
-                decodeChanged = true
-            }
+            if w.old != w.new && Self.affectsDecode(field.offset) { decodeChanged = true }
             if let hook = field.hook { configHook(hook, w, layout: layout, access: access, peer: peer, effects: &effects) }
         }
         return decodeChanged
+    }
+
+    @inline(__always) static func isBAR(_ offset: Int) -> Bool { offset >= PCIConfig.bar0 && offset < PCIConfig.barsEnd }
+    @inline(__always) static func affectsDecode(_ offset: Int) -> Bool { offset == PCIConfig.command || isBAR(offset) }
+
+    /// Whether a write that touched `w` must take the device's lock: a finding to record, a
+    /// decode change to publish, or a hook with behaviour on change (MSI-X Control).
+    @inline(__always)
+    static func configWriteNeedsLock(_ w: FieldWrite, _ field: RegisterMap.FieldInfo) -> Bool {
+        if w.ignoredBits != 0 && field.isReadOnly && !isBAR(field.offset) { return true }
+        guard w.old != w.new else { return false }
+        return affectsDecode(field.offset) || field.hook == .msixControl
     }
 
     /// The behaviour of hooked config fields. Exhaustive: a new hook must say what it does here.
@@ -172,7 +179,7 @@ struct DeviceState {
         let target = Int(offset & layout.profile.bar0WriteAliasMask)
         let map = registers.map
         registers.write(offset: target, size: 4, value: value) { w in
-            guard let hook = map.fields[w.index].hook else { return }
+            guard let hook = map.info[w.index].hook else { return }
             registerHook(hook, w, offset: offset, value: value, layout: layout, memory: memory, peer: peer, effects: &effects)
         }
         // REG-ACC-2: an offset without a register wrote nothing and reported nothing.
@@ -304,8 +311,8 @@ struct DeviceState {
                 effects.append(.intx(pin: pin))
             }
         }
-        if oneShot {  // IRQ-ONESHOT-1
-            registers.setRaw(offset: interruptControlOffset, size: 4, value: UInt64(interruptControl & ~InterruptControlBits.enable))
+        if oneShot {  // IRQ-ONESHOT-1: clears only the enable bit, atomically (drivers write it without the lock)
+            registers.clearBits(offset: interruptControlOffset, mask: InterruptControlBits.enable)
         }
     }
 
@@ -330,6 +337,23 @@ enum Effect {
     case broadcastState
     case msix(vector: Int, address: UInt64, data: UInt32)
     case intx(pin: UInt8)
+}
+
+/// The fields one config write touched (at most four: accesses are at most 4 bytes), kept
+/// inline so that the lock-free write path allocates nothing.
+struct TouchedFields {
+    private var a: FieldWrite?
+    private var b: FieldWrite?
+    private var c: FieldWrite?
+    private var d: FieldWrite?
+
+    mutating func append(_ w: FieldWrite) {
+        if a == nil { a = w } else if b == nil { b = w } else if c == nil { c = w } else { d = w }
+    }
+
+    func forEach(_ body: (FieldWrite) -> Void) {
+        for w in [a, b, c, d] { if let w { body(w) } }
+    }
 }
 
 /// The effects of one access: almost always none or one, kept inline so that an access

@@ -1,3 +1,4 @@
+import CIvshmemShim
 import IvshmemSpec
 import IvshmemSync
 
@@ -16,6 +17,21 @@ public final class IvshmemDevice: @unchecked Sendable {
     public var id: UInt32 { layout.configuration.id }
 
     private let state: Locked<DeviceState>
+    /// The link and the interrupt sink, as an immutable pair published through an atomic
+    /// pointer: every access with an effect reads it without a lock. Replaced pairs are kept
+    /// until the device goes away (wiring changes a few times per device), so a reader never
+    /// sees a freed one.
+    private let wiringSlot = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 1)
+    private let wirings = Locked<[Wiring]>([])
+    private final class Wiring: @unchecked Sendable {
+        // Never reassigned after init (weak: a link or sink that goes away reads nil).
+        weak var link: (any PeerLink)?
+        weak var sink: (any InterruptSink)?
+        init(link: (any PeerLink)?, sink: (any InterruptSink)?) {
+            self.link = link
+            self.sink = sink
+        }
+    }
     private let findingHandler: Locked<(@Sendable (Finding) -> Void)?> = Locked(nil)
     /// Shared with `state` for lock-free reads (see ``RegisterBlock``).
     private let configBlock: RegisterBlock
@@ -41,8 +57,8 @@ public final class IvshmemDevice: @unchecked Sendable {
         self.layout = layout
         self.sharedMemory = sharedMemory
         sharedMemoryLayout = try SharedMemoryLayout(geometry: layout.geometry, viewer: configuration.id, profile: profile, tables: tables)
-        var initial = try DeviceState(layout: layout, tables: tables)
-        initial.link = link
+        let initial = try DeviceState(layout: layout, tables: tables)
+        wiringSlot.initialize(to: nil)
         configBlock = initial.config.block
         registerBlock = initial.registers
         let map = initial.registers.map
@@ -57,27 +73,42 @@ public final class IvshmemDevice: @unchecked Sendable {
         barRoles = roles
         windowTable.publish(initial.currentWindows(layout: layout))
         state = Locked(initial)
+        rewire { _ in Wiring(link: link, sink: nil) }
+    }
+
+    deinit { wiringSlot.deallocate() }
+
+    @inline(__always)
+    private func withWiring<R>(_ body: (Wiring) -> R) -> R {
+        Unmanaged<Wiring>.fromOpaque(ivs_load_ptr_acquire(wiringSlot)!)._withUnsafeGuaranteedRef(body)
+    }
+
+    private func rewire(_ change: (Wiring?) -> Wiring) {
+        wirings.withLock { list in
+            let next = change(list.last)
+            list.append(next)
+            ivs_store_ptr_release(wiringSlot, Unmanaged.passUnretained(next).toOpaque())
+        }
     }
 
     // MARK: wiring
 
+    /// How this device reaches the other peers. Held weakly.
     public var link: (any PeerLink)? {
-        get { state.withLock { $0.link } }
-        set { state.withLock { $0.link = newValue } }
+        get { withWiring { $0.link } }
+        set { rewire { Wiring(link: newValue, sink: $0?.sink) } }
     }
     /// Receives MSI-X messages and INTx edges. Held weakly.
     public var interruptSink: (any InterruptSink)? {
-        get { state.withLock { $0.sink } }
-        set { state.withLock { $0.sink = newValue } }
+        get { withWiring { $0.sink } }
+        set { rewire { Wiring(link: $0?.link, sink: newValue) } }
     }
 
     /// Takes the device off its link for good (an in-process fabric removed it): its doorbells
     /// and state writes reach nobody and no longer touch the state table (SHM-ST-5).
     public func detach() {
-        state.withLock {
-            $0.link = nil
-            $0.detached = true
-        }
+        link = nil
+        state.withLock { $0.detached = true }
     }
     /// Called for each finding as it is recorded (e.g. to stop on the first one).
     public func onFinding(_ handler: (@Sendable (Finding) -> Void)?) { findingHandler.withLock { $0 = handler } }
@@ -118,15 +149,31 @@ public final class IvshmemDevice: @unchecked Sendable {
     /// A config-space write through the generic rule; read-only bytes keep their value inside
     /// wider writes (CFG-ACC-3). Writing a read-only register is allowed and ignored, so it is
     /// not a violation (spec section 0: "Nothing else is a violation").
+    ///
+    /// The write is applied without a lock (``RegisterBlock/write``); only a write with
+    /// something more to do — a finding, a Command or BAR change to publish, an MSI-X Control
+    /// change — takes the device's lock afterwards.
     public func configWrite(offset: Int, size: Int, value: UInt32) {
-        perform { s, fx in
-            guard Self.validConfigAccess(offset: offset, size: size) else {
+        guard Self.validConfigAccess(offset: offset, size: size) else {
+            perform { s, _ in
                 s.record("CFG-ACC-2", "config write of \(size) bytes at 0x\(String(offset, radix: 16)) is not a naturally aligned 1/2/4-byte access inside 256 bytes",
                          Access(space: .config, offset: UInt64(max(offset, 0)), size: size, isWrite: true, value: UInt64(value)), peer: id)
-                return
             }
-            // Decode windows change only when Command or a BAR actually changed.
-            if s.configWrite(offset: offset, size: size, value: value, layout: layout, peer: id, effects: &fx) {
+            return
+        }
+        var touched = TouchedFields()
+        var needsLock = false
+        let map = configBlock.map
+        configBlock.write(offset: offset, size: size, value: UInt64(value)) { w in
+            touched.append(w)
+            if DeviceState.configWriteNeedsLock(w, map.info[w.index]) { needsLock = true }
+        }
+        guard needsLock else { return }
+        perform { s, fx in
+            // Decode windows change only when Command or a BAR actually changed; they are
+            // computed from the registers as they are now, under the lock, so the last
+            // publication is always the latest state.
+            if s.configWritten(touched, offset: offset, size: size, value: value, layout: layout, peer: id, effects: &fx) {
                 windowTable.publish(s.currentWindows(layout: layout))
             }
         }
@@ -193,11 +240,37 @@ public final class IvshmemDevice: @unchecked Sendable {
         guard index >= 0, index < barRoles.count, let role = barRoles[index] else { return }
         switch role {
         case .registers:
-            perform { s, fx in s.registerWrite(offset: offset, size: size, value: value, layout: layout, memory: sharedMemory, peer: id, effects: &fx) }
+            registerWrite(offset: offset, size: size, value: value)
         case .msix:
             perform { s, fx in s.msixWrite(offset: offset, size: size, value: value, layout: layout, peer: id, effects: &fx) }
         case .sharedMemory:
             sharedMemoryStore(offset: offset, size: size, value: value)
+        }
+    }
+
+    /// A BAR0 register write. The rule is applied without a lock; State takes the device's
+    /// lock (its write-through to the State Table and the notification stay in order with the
+    /// register), a Doorbell takes none here (the link takes one short lock to find the
+    /// target's eventfd). REG-ACC-1…3
+    @inline(__always)
+    private func registerWrite(offset: UInt64, size: Int, value: UInt64) {
+        guard DeviceState.isValidRegisterAccess(offset: offset, size: size), offset < UInt64(registerBlock.size) else {
+            perform { s, _ in s.recordInvalidRegisterAccess(offset: offset, size: size, value: value, peer: id) }
+            return
+        }
+        let target = Int(offset & layout.profile.bar0WriteAliasMask)
+        guard let index = registerBlock.map.index(at: target) else { return }  // REG-ACC-2: unbacked, ignored
+        switch registerBlock.map.info[index].hook {
+        case .state:
+            perform { s, fx in s.registerWrite(offset: offset, size: size, value: value, layout: layout, memory: sharedMemory, peer: id, effects: &fx) }
+        case .doorbell:  // REG-DB-1…3: peer in bits 31:16, vector in the profile's vector bits
+            registerBlock.write(offset: target, size: 4, value: value) { _ in }
+            let v = UInt32(truncatingIfNeeded: value)
+            var fx = Effects()
+            fx.append(.ring(target: v >> 16, vector: v & layout.profile.doorbellVectorMask, offset: offset, value: value))
+            withWiring { run(fx, link: $0.link, sink: nil) }
+        case .interruptControl, .peerID, .maxPeers, .privilegedControl, .msixControl, .vectorControl, nil:
+            registerBlock.write(offset: target, size: 4, value: value) { _ in }  // the generic rule is all
         }
     }
 
@@ -317,22 +390,16 @@ public final class IvshmemDevice: @unchecked Sendable {
     /// lock is released (they may call back into this or any device).
     private func perform<T>(_ body: (inout DeviceState, inout Effects) -> T) -> T {
         var effects = Effects()
-        var link: (any PeerLink)?
-        var sink: (any InterruptSink)?
         let (result, newFindings) = state.withLock { s -> (T, [Finding]) in
             let before = s.findings.total
             let r = body(&s, &effects)
-            if !effects.isEmpty {
-                link = s.link
-                sink = s.sink
-            }
             // Copied under the same lock: another thread's finding cannot shift this slice.
             return (r, s.findings.total > before ? s.findings.elements(since: before) : [])
         }
         if !newFindings.isEmpty, let handler = findingHandler.withLock({ $0 }) {
             for f in newFindings { handler(f) }
         }
-        if !effects.isEmpty { run(effects, link: link, sink: sink) }
+        if !effects.isEmpty { withWiring { run(effects, link: $0.link, sink: $0.sink) } }
         return result
     }
 

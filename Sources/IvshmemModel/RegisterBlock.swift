@@ -49,6 +49,16 @@ public final class RegisterMap: @unchecked Sendable {
     private let hookOffsets: [Int]
     /// Side table: names, requirement IDs, resolved values.
     public let fields: [ResolvedField]
+    /// The integer-only part of each field, for the access path (no reference counting).
+    public let info: [FieldInfo]
+
+    /// Where a field is and what it is, without its names.
+    public struct FieldInfo: Sendable, Equatable {
+        public let offset: Int
+        public let width: Int
+        public let hook: RegisterHook?
+        public let isReadOnly: Bool
+    }
 
     /// Compiles `fields` into a `size`-byte map; fails when a field leaves the block or two
     /// overlap, naming them.
@@ -66,6 +76,7 @@ public final class RegisterMap: @unchecked Sendable {
         fieldIndex.initialize(repeating: -1, count: max(size, 1))
         var hooks = Array(repeating: -1, count: RegisterHook.allCases.count)
         self.fields = fields
+        info = fields.map { FieldInfo(offset: $0.offset, width: $0.width, hook: $0.hook, isReadOnly: $0.isReadOnly) }
         guard fields.count < Int(Int16.max) else { throw SpecError.overlap("\(fields.count) fields in one block") }
         for (n, f) in fields.enumerated() {
             guard f.offset >= 0, f.width <= size, f.offset <= size - f.width else {
@@ -131,10 +142,11 @@ public final class RegisterMap: @unchecked Sendable {
 /// is really special (doorbell, state, MSI-X control) is a ``RegisterHook`` the device runs
 /// after the rule.
 ///
-/// Concurrency: the bytes are 32-bit words loaded and stored atomically. Reads (`read`, `raw`)
-/// take no lock and may run on any thread; every mutation (`write`, `setRaw`, `reset`,
-/// `strap`) runs under the owning device's lock, so writers never race each other, and a
-/// reader sees each word either before or after a write.
+/// Concurrency: the bytes are 32-bit words. Reads (`read`, `raw`) are atomic loads and take no
+/// lock; `write` and `setRaw` change a word with compare-and-swap, so concurrent writers never
+/// lose each other's bytes and every write is one atomic step per word. The owning device
+/// decides which writes also need its lock (hooks whose effects must stay in order with the
+/// register, findings); `reset` and `strap` run under that lock.
 public final class RegisterBlock: @unchecked Sendable {
     public let map: RegisterMap
     private let words: UnsafeMutablePointer<UInt32>
@@ -229,8 +241,18 @@ public final class RegisterBlock: @unchecked Sendable {
             guard i >= 0, i < map.size else { continue }
             let w = i >> 2, shift = UInt32((i & 3) * 8)
             let b = UInt32(truncatingIfNeeded: value >> UInt64(k * 8)) & 0xFF
-            store(w, load(w) & ~(0xFF << shift) | b << shift)
+            var old = load(w)
+            while ivs_cas32(words + w, &old, old & ~(0xFF << shift) | b << shift) == 0 {}
         }
+    }
+
+    /// Clears `mask` in the 32-bit word at `offset` (4-aligned) in one atomic step, whatever
+    /// other writers do to the word meanwhile: for bits the device itself clears (one-shot).
+    public func clearBits(offset: Int, mask: UInt32) {
+        guard offset >= 0, offset & 3 == 0, offset < map.size else { return }
+        let w = offset >> 2
+        var old = load(w)
+        while old & mask != 0 && ivs_cas32(words + w, &old, old & ~mask) == 0 {}
     }
 
     /// Applies the generic write rule to `size` bytes at `offset` and reports every field the
@@ -248,21 +270,27 @@ public final class RegisterBlock: @unchecked Sendable {
             guard let idx = map.index(at: i) else { k += 1; continue }
             var end = k + 1
             while end < n, offset + end < map.size, map.fieldIndex[offset + end] == Int16(idx) { end += 1 }
-            let f = map.fields[idx]
-            let before = raw(offset: f.offset, size: f.width)
-            let ignored = applyRule(from: i, count: end - k, value: value >> UInt64(k * 8))
-            touched(FieldWrite(index: idx, old: before, new: raw(offset: f.offset, size: f.width),
-                               ignoredBits: ignored << UInt64((i - f.offset) * 8)))
+            let f = map.info[idx]
+            let rawBefore = raw(offset: f.offset, size: f.width)
+            let r = applyRule(from: i, count: end - k, value: value >> UInt64(k * 8))
+            let rawAfter = raw(offset: f.offset, size: f.width)
+            // The run's bytes as the compare-and-swap saw them; the rest of the field (a
+            // partial write) as read around it.
+            let shift = UInt64((i - f.offset) * 8)
+            let runMask = Self.laneMask(end - k) << shift
+            touched(FieldWrite(index: idx, old: rawBefore & ~runMask | r.old << shift, new: rawAfter & ~runMask | r.new << shift,
+                               ignoredBits: r.ignored << shift))
             k = end
         }
     }
 
-    /// Applies the rule to `count` bytes from byte `i`, a word at a time; returns the bits the
-    /// value tried to change in read-only positions (relative to byte `i`).
+    /// Applies the rule to `count` bytes from byte `i`, one compare-and-swap per word; returns
+    /// those bytes before and after, and the bits the value tried to change in read-only
+    /// positions (all relative to byte `i`).
     @inline(__always)
-    private func applyRule(from i: Int, count: Int, value: UInt64) -> UInt64 {
+    private func applyRule(from i: Int, count: Int, value: UInt64) -> (old: UInt64, new: UInt64, ignored: UInt64) {
         var done = 0
-        var ignored: UInt64 = 0
+        var result: (old: UInt64, new: UInt64, ignored: UInt64) = (0, 0, 0)
         while done < count {
             let b = i + done
             let w = b >> 2
@@ -271,17 +299,22 @@ public final class RegisterBlock: @unchecked Sendable {
             let shift = UInt32(lane * 8)
             let m = UInt32(truncatingIfNeeded: Self.laneMask(bytes)) << shift
             let v = UInt32(truncatingIfNeeded: value >> UInt64(done * 8)) << shift & m
-            let old = load(w)
             let wm = map.writable[w] & m
             let c = map.writeOneToClear[w] & m
-            var new = (v & wm) | (old & ~wm)
-            new &= ~(v & c)
-            let readOnlyChange = (v ^ old) & m & ~map.writable[w] & ~map.writeOneToClear[w]
-            ignored |= UInt64(readOnlyChange >> shift) << UInt64(done * 8)
-            if new != old { store(w, new) }
+            let readOnly = m & ~map.writable[w] & ~map.writeOneToClear[w]
+            var old = load(w)
+            var new: UInt32
+            repeat {
+                new = (v & wm) | (old & ~wm)
+                new &= ~(v & c)
+            } while new != old && ivs_cas32(words + w, &old, new) == 0
+            let at = UInt64(done * 8)
+            result.old |= UInt64((old & m) >> shift) << at
+            result.new |= UInt64((new & m) >> shift) << at
+            result.ignored |= UInt64(((v ^ old) & readOnly) >> shift) << at
             done += bytes
         }
-        return ignored
+        return result
     }
 
     /// The field covering byte `offset`, if any.

@@ -39,10 +39,18 @@ public final class PCIPlatform: @unchecked Sendable {
         }
     }
 
-    /// The plugged functions in BDF order (the decode paths walk it on every access).
-    final class Table: Sendable {
+    /// The plugged functions in BDF order (the decode paths walk it on every access). The
+    /// access path reads `bdfs` and `devices` (unretained: `slots` keeps them alive), so a
+    /// look-up costs no reference counting.
+    final class Table: @unchecked Sendable {
         let slots: [Slot]
-        init(_ slots: [Slot]) { self.slots = slots }
+        let bdfs: [BDF]
+        let devices: [Unmanaged<IvshmemDevice>]
+        init(_ slots: [Slot]) {
+            self.slots = slots
+            bdfs = slots.map(\.bdf)
+            devices = slots.map { Unmanaged.passUnretained($0.device) }
+        }
     }
 
     private let current = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 1)
@@ -103,10 +111,18 @@ public final class PCIPlatform: @unchecked Sendable {
     }
 
     /// A linear scan of the (few) plugged devices: cheaper than hashing a BDF per access.
-    @inline(__always)
     public func device(at bdf: BDF) -> IvshmemDevice? {
         withTable { t in
             for s in t.slots where s.bdf == bdf { return s.device }
+            return nil
+        }
+    }
+
+    /// The device at `bdf`, unretained (the current table keeps it alive).
+    @inline(__always)
+    private func unmanagedDevice(at bdf: BDF) -> Unmanaged<IvshmemDevice>? {
+        withTable { t in
+            for i in t.bdfs.indices where t.bdfs[i] == bdf { return t.devices[i] }
             return nil
         }
     }
@@ -121,12 +137,12 @@ public final class PCIPlatform: @unchecked Sendable {
 
     /// An absent function reads all-ones, like a master abort.
     public func configRead(_ bdf: BDF, offset: Int, size: Int) -> UInt32 {
-        guard let d = device(at: bdf) else { return size >= 4 ? .max : (1 << UInt32(size * 8)) - 1 }
-        return d.configRead(offset: offset, size: size)
+        guard let d = unmanagedDevice(at: bdf) else { return size >= 4 ? .max : (1 << UInt32(size * 8)) - 1 }
+        return d._withUnsafeGuaranteedRef { $0.configRead(offset: offset, size: size) }
     }
 
     public func configWrite(_ bdf: BDF, offset: Int, size: Int, value: UInt32) {
-        device(at: bdf)?.configWrite(offset: offset, size: size, value: value)
+        unmanagedDevice(at: bdf)?._withUnsafeGuaranteedRef { $0.configWrite(offset: offset, size: size, value: value) }
     }
 
     // MARK: memory space
@@ -135,9 +151,9 @@ public final class PCIPlatform: @unchecked Sendable {
         if let (bdf, off) = ecamTarget(address) {
             return off < 0x100 ? UInt64(configRead(bdf, offset: off, size: size)) : (device(at: bdf) == nil ? Self.ones(size) : 0)
         }
-        guard let hit = decodeMemory(address) else { return Self.ones(size) }
-        if hit.bar < 0 { return hit.device.sharedMemoryLoad(offset: hit.offset, size: size) }
-        return hit.device.barRead(hit.bar, offset: hit.offset, size: size)
+        guard let (d, bar, offset) = decoded(address, io: false) else { return Self.ones(size) }
+        if bar < 0 { return d._withUnsafeGuaranteedRef { $0.sharedMemoryLoad(offset: offset, size: size) } }
+        return d._withUnsafeGuaranteedRef { $0.barRead(bar, offset: offset, size: size) }
     }
 
     public func mmioWrite(_ address: UInt64, size: Int, value: UInt64) {
@@ -145,13 +161,24 @@ public final class PCIPlatform: @unchecked Sendable {
             if off < 0x100 { configWrite(bdf, offset: off, size: size, value: UInt32(truncatingIfNeeded: value)) }
             return
         }
-        guard let hit = decodeMemory(address) else { return }
-        if hit.bar < 0 { return hit.device.sharedMemoryStore(offset: hit.offset, size: size, value: value) }
-        hit.device.barWrite(hit.bar, offset: hit.offset, size: size, value: value)
+        guard let (d, bar, offset) = decoded(address, io: false) else { return }
+        if bar < 0 { return d._withUnsafeGuaranteedRef { $0.sharedMemoryStore(offset: offset, size: size, value: value) } }
+        d._withUnsafeGuaranteedRef { $0.barWrite(bar, offset: offset, size: size, value: value) }
     }
 
     /// Which device, BAR and offset a memory address reaches (bar -1: a Base Address range).
+    /// Runs `body` with the device, BAR (-1: a Base Address range) and offset `address`
+    /// reaches (device nil: nobody claims it), without a lock and without retaining the device.
     @inline(__always)
+    private func decoded(_ address: UInt64, io: Bool) -> (Unmanaged<IvshmemDevice>, Int, UInt64)? {
+        withTable { t in
+            for d in t.devices {
+                if let hit = d._withUnsafeGuaranteedRef({ $0.decode(address, io: io) }) { return (d, hit.bar, hit.offset) }
+            }
+            return nil
+        }
+    }
+
     public func decodeMemory(_ address: UInt64) -> (device: IvshmemDevice, bar: Int, offset: UInt64)? {
         withTable { t in
             for s in t.slots {

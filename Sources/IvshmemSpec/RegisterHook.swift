@@ -55,6 +55,9 @@ public struct HookRules: Sendable {
             }
             if let other = seen[h] { throw SpecError.inFile(file, .duplicateHook(field: f.name, hook: h.rawValue, other: other)) }
             seen[h] = f.name
+            guard f.offset % h.width == 0 else {
+                throw SpecError.inFile(file, .invalidValue(field: f.name, key: "offset (hook \(h.rawValue) needs a \(h.width)-byte aligned register)", text: String(format: f.offset)))
+            }
             guard f.width == h.width else {
                 throw SpecError.inFile(file, .invalidValue(field: f.name, key: "width (hook \(h.rawValue) needs \(h.width))", text: String(f.width)))
             }

@@ -6,6 +6,11 @@
 #include <stdint.h>
 
 static inline uint32_t ivs_load32_relaxed(const void *p) { return __atomic_load_n((const uint32_t *)p, __ATOMIC_RELAXED); }
+/// Compare-and-swap of a 32-bit word: 1 and the word is `desired`, or 0 and *expected holds
+/// the current value.
+static inline int ivs_cas32(void *p, uint32_t *expected, uint32_t desired) {
+    return __atomic_compare_exchange_n((uint32_t *)p, expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
 static inline uint64_t ivs_load64_acquire(const void *p) { return __atomic_load_n((const uint64_t *)p, __ATOMIC_ACQUIRE); }
 static inline void ivs_store64_release(void *p, uint64_t v) { __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELEASE); }
 static inline uint64_t ivs_fetch_add64(void *p, uint64_t v) { return __atomic_fetch_add((uint64_t *)p, v, __ATOMIC_ACQ_REL); }
