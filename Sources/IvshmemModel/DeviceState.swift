@@ -1,5 +1,6 @@
-import IvshmemSync
 import IvshmemSpec
+import IvshmemSync
+import Synchronization
 
 /// The mutable state of one device, guarded by the device's lock. Each method is one concern
 /// of the spec: config hooks, the register region, the MSI-X table/PBA, delivery, reset.
@@ -24,8 +25,6 @@ struct DeviceState {
     let vectorControlOffset: Int
     let interruptControlOffset: Int
     let stateOffset: Int
-    /// Removed from its link: state writes no longer reach the shared state table.
-    var detached = false
 
     init(layout: DeviceLayout, tables: SpecTables) throws {
         config = try ConfigSpace(layout: layout, tables: tables)
@@ -171,40 +170,6 @@ struct DeviceState {
                Access(space: .bar(0), offset: offset, size: size, isWrite: value != nil, value: value), peer: peer)
     }
 
-    mutating func registerWrite(offset: UInt64, size: Int, value: UInt64, layout: DeviceLayout, memory: SharedMemory, peer: UInt32, effects: inout Effects) {
-        guard Self.isValidRegisterAccess(offset: offset, size: size), offset < UInt64(registers.size) else {
-            recordInvalidRegisterAccess(offset: offset, size: size, value: value, peer: peer)
-            return
-        }
-        let target = Int(offset & layout.profile.bar0WriteAliasMask)
-        let map = registers.map
-        registers.write(offset: target, size: 4, value: value) { w in
-            guard let hook = map.info[w.index].hook else { return }
-            registerHook(hook, w, offset: offset, value: value, layout: layout, memory: memory, peer: peer, effects: &effects)
-        }
-        // REG-ACC-2: an offset without a register wrote nothing and reported nothing.
-    }
-
-    /// The behaviour of hooked BAR0 registers. Exhaustive: a new hook must say what it does here.
-    mutating func registerHook(_ hook: RegisterHook, _ w: FieldWrite, offset: UInt64, value: UInt64, layout: DeviceLayout, memory: SharedMemory, peer: UInt32, effects: inout Effects) {
-        switch hook {
-        case .doorbell:  // REG-DB-1…3: peer in bits 31:16, vector in the profile's vector bits
-            let v = UInt32(truncatingIfNeeded: value)
-            effects.append(.ring(target: v >> 16, vector: v & layout.profile.doorbellVectorMask, offset: offset, value: value))
-        case .state:  // REG-ST-2, -3: through to the State Table; peers told of a change
-            let new = UInt32(truncatingIfNeeded: w.new)
-            if !detached && !memory.storeState(peer: peer, new) {
-                record("SHM-SIZE-1", "the State Table is gone (the shared memory shrank under the device): State 0x\(String(new, radix: 16)) not published",
-                       Access(space: .bar(0), offset: offset, size: 4, isWrite: true, value: value), peer: peer, kind: .environment)
-            }
-            if w.old != w.new { effects.append(.broadcastState) }
-        case .interruptControl, .peerID, .maxPeers:
-            break  // the generic rule is all (REG-IC-1; ID and Maximum Peers are read-only)
-        case .privilegedControl, .msixControl, .vectorControl:
-            break  // not BAR0 hooks (HookRules keeps them out of bar0.json)
-        }
-    }
-
     // MARK: MSI-X table and PBA (BAR1)
 
     mutating func msixRead(offset: UInt64, size: Int, layout: DeviceLayout, peer: UInt32) -> UInt64 {
@@ -242,7 +207,7 @@ struct DeviceState {
         if offset <= UInt64(layout.msixTableBytes), UInt64(size) <= UInt64(layout.msixTableBytes) - offset {
             // Vector Control (the only hook here) is read at delivery; unmasking may release a
             // latched message.
-            msixTable.write(offset: Int(offset), size: size, value: value) { _ in }
+            msixTable.write(offset: Int(offset), size: size, value: value) { _, _ in }
             flushPending(layout: layout, effects: &effects)
             return
         }
@@ -318,7 +283,7 @@ struct DeviceState {
 
     // MARK: reset
 
-    mutating func reset(layout: DeviceLayout, memory: SharedMemory, peer: UInt32, effects: inout Effects) {
+    mutating func reset(layout: DeviceLayout, memory: SharedMemory, detached: borrowing Atomic<Bool>, peer: UInt32, effects: inout Effects) {
         let keepOneShot = layout.profile.oneShotSurvivesReset ? oneShot : false
         let oldState = registers.raw(offset: stateOffset, size: 4)
         config.block.reset()
@@ -326,7 +291,7 @@ struct DeviceState {
         registers.reset()
         msixTable.reset()
         for i in pending.indices { pending[i] = false }
-        if !detached { memory.storeState(peer: peer, 0) }
+        if !detached.load(ordering: .acquiring) { memory.storeState(peer: peer, 0) }
         if oldState != 0 { effects.append(.broadcastState) }
     }
 }

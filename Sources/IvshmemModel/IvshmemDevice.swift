@@ -1,6 +1,7 @@
 import CIvshmemShim
 import IvshmemSpec
 import IvshmemSync
+import Synchronization
 
 /// One ivshmem v2 PCI function: config space, BAR0 registers, MSI-X table and PBA, and the
 /// driver's view of the shared memory, all built from the spec tables.
@@ -32,6 +33,8 @@ public final class IvshmemDevice: @unchecked Sendable {
             self.sink = sink
         }
     }
+    /// Removed from its link: state writes no longer reach the shared state table (SHM-ST-5).
+    private let detached = Atomic<Bool>(false)
     private let findingHandler: Locked<(@Sendable (Finding) -> Void)?> = Locked(nil)
     /// Shared with `state` for lock-free reads (see ``RegisterBlock``).
     private let configBlock: RegisterBlock
@@ -108,7 +111,7 @@ public final class IvshmemDevice: @unchecked Sendable {
     /// and state writes reach nobody and no longer touch the state table (SHM-ST-5).
     public func detach() {
         link = nil
-        state.withLock { $0.detached = true }
+        detached.store(true, ordering: .releasing)
     }
     /// Called for each finding as it is recorded (e.g. to stop on the first one).
     public func onFinding(_ handler: (@Sendable (Finding) -> Void)?) { findingHandler.withLock { $0 = handler } }
@@ -163,10 +166,9 @@ public final class IvshmemDevice: @unchecked Sendable {
         }
         var touched = TouchedFields()
         var needsLock = false
-        let map = configBlock.map
-        configBlock.write(offset: offset, size: size, value: UInt64(value)) { w in
+        configBlock.write(offset: offset, size: size, value: UInt64(value)) { w, field in
             touched.append(w)
-            if DeviceState.configWriteNeedsLock(w, map.info[w.index]) { needsLock = true }
+            if DeviceState.configWriteNeedsLock(w, field) { needsLock = true }
         }
         guard needsLock else { return }
         perform { s, fx in
@@ -248,10 +250,9 @@ public final class IvshmemDevice: @unchecked Sendable {
         }
     }
 
-    /// A BAR0 register write. The rule is applied without a lock; State takes the device's
-    /// lock (its write-through to the State Table and the notification stay in order with the
-    /// register), a Doorbell takes none here (the link takes one short lock to find the
-    /// target's eventfd). REG-ACC-1…3
+    /// A BAR0 register write, without the device's lock: the rule applies atomically
+    /// (``RegisterBlock/write``) and the hooked registers do their part after it. The one
+    /// exhaustive switch over the BAR0 hooks. REG-ACC-1…3
     @inline(__always)
     private func registerWrite(offset: UInt64, size: Int, value: UInt64) {
         guard DeviceState.isValidRegisterAccess(offset: offset, size: size), offset < UInt64(registerBlock.size) else {
@@ -260,17 +261,41 @@ public final class IvshmemDevice: @unchecked Sendable {
         }
         let target = Int(offset & layout.profile.bar0WriteAliasMask)
         guard let index = registerBlock.map.index(at: target) else { return }  // REG-ACC-2: unbacked, ignored
+        var changed = false
+        registerBlock.write(offset: target, size: 4, value: value) { w, _ in changed = w.old != w.new }
         switch registerBlock.map.info[index].hook {
-        case .state:
-            perform { s, fx in s.registerWrite(offset: offset, size: size, value: value, layout: layout, memory: sharedMemory, peer: id, effects: &fx) }
         case .doorbell:  // REG-DB-1…3: peer in bits 31:16, vector in the profile's vector bits
-            registerBlock.write(offset: target, size: 4, value: value) { _ in }
             let v = UInt32(truncatingIfNeeded: value)
             var fx = Effects()
             fx.append(.ring(target: v >> 16, vector: v & layout.profile.doorbellVectorMask, offset: offset, value: value))
             withWiring { run(fx, link: $0.link, sink: nil) }
-        case .interruptControl, .peerID, .maxPeers, .privilegedControl, .msixControl, .vectorControl, nil:
-            registerBlock.write(offset: target, size: 4, value: value) { _ in }  // the generic rule is all
+        case .state:  // REG-ST-2, -3: through to the State Table; peers told of a change
+            publishState(offset: offset, value: value, register: target)
+            if changed { withWiring { $0.link?.broadcastStateChange(from: id) } }
+        case .interruptControl, .peerID, .maxPeers:
+            break  // the generic rule is all (REG-IC-1; ID and Maximum Peers are read-only)
+        case .privilegedControl, .msixControl, .vectorControl, nil:
+            break  // not BAR0 hooks (HookRules keeps them out of bar0.json); nil: a plain register
+        }
+    }
+
+    /// Copies State to this peer's State Table entry until the two agree: a writer racing this
+    /// one may store its value in between, and whoever stores last re-reads the register, so
+    /// when every writer has returned the entry equals the register (REG-ST-2, SHM-ST-2).
+    private func publishState(offset: UInt64, value: UInt64, register: Int) {
+        guard !detached.load(ordering: .acquiring) else { return }
+        var current = UInt32(truncatingIfNeeded: registerBlock.raw(offset: register, size: 4))
+        while true {
+            guard sharedMemory.storeState(peer: id, current) else {
+                perform { s, _ in
+                    s.record("SHM-SIZE-1", "the State Table is gone (the shared memory shrank under the device): State 0x\(String(current, radix: 16)) not published",
+                             Access(space: .bar(0), offset: offset, size: 4, isWrite: true, value: value), peer: id, kind: .environment)
+                }
+                return
+            }
+            let now = UInt32(truncatingIfNeeded: registerBlock.raw(offset: register, size: 4))
+            if now == current { return }
+            current = now
         }
     }
 
@@ -379,7 +404,7 @@ public final class IvshmemDevice: @unchecked Sendable {
     /// propagated if it changed, MSI-X and config space back to reset values.
     public func reset() {
         perform { s, fx in
-            s.reset(layout: layout, memory: sharedMemory, peer: id, effects: &fx)
+            s.reset(layout: layout, memory: sharedMemory, detached: detached, peer: id, effects: &fx)
             windowTable.publish(s.currentWindows(layout: layout))
         }
     }

@@ -259,7 +259,7 @@ public final class RegisterBlock: @unchecked Sendable {
     /// write touched to `touched`, with its value before and after. Allocates nothing: this is
     /// the register hot path.
     @inline(__always)
-    public func write(offset: Int, size: Int, value: UInt64, _ touched: (FieldWrite) -> Void) {
+    public func write(offset: Int, size: Int, value: UInt64, _ touched: (FieldWrite, RegisterMap.FieldInfo) -> Void) {
         // Fields are contiguous byte ranges, so the bytes of one field form one run: its old
         // value is read before the run and the result reported after it. Bytes without a field
         // have all-zero masks: the rule leaves them alone.
@@ -279,7 +279,7 @@ public final class RegisterBlock: @unchecked Sendable {
             let shift = UInt64((i - f.offset) * 8)
             let runMask = Self.laneMask(end - k) << shift
             touched(FieldWrite(index: idx, old: rawBefore & ~runMask | r.old << shift, new: rawAfter & ~runMask | r.new << shift,
-                               ignoredBits: r.ignored << shift))
+                               ignoredBits: r.ignored << shift), f)
             k = end
         }
     }
