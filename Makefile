@@ -54,8 +54,11 @@ test: build
 # Benchmarks: ratios against baselines measured in the same run (never timed assertions).
 # `bench` writes bench/results.json, bench/results.md and bench/latency.svg.
 BENCH_RELEASE := .build/release/ivshmem2-bench
+# Cross-module optimisation: the register path crosses four modules (platform, model, spec,
+# shim); like LTO for C, it lets the optimiser inline across them.
+BENCH_FLAGS ?= -Xswiftc -cross-module-optimization
 bench: deps tables
-	$(SWIFT) build -c release --product ivshmem2-bench $(SWIFT_FLAGS)
+	$(SWIFT) build -c release --product ivshmem2-bench $(BENCH_FLAGS) $(SWIFT_FLAGS)
 	$(BENCH_RELEASE) --out bench
 
 # Small N, few iterations, debug build; results go to .build/bench-smoke, not bench/.

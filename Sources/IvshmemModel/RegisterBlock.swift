@@ -263,6 +263,32 @@ public final class RegisterBlock: @unchecked Sendable {
         // Fields are contiguous byte ranges, so the bytes of one field form one run: its old
         // value is read before the run and the result reported after it. Bytes without a field
         // have all-zero masks: the rule leaves them alone.
+        // Fast path: the access lies in one word and in one field (every access of a driver
+        // that follows the spec): one compare-and-swap, no loops.
+        let lane = offset & 3
+        if offset >= 0, size > 0, lane + size <= 4, offset + size <= map.size, let idx = map.index(at: offset) {
+            let f = map.info[idx]
+            let fieldLane = f.offset & 3
+            if offset + size <= f.offset + f.width, fieldLane + f.width <= 4 {
+                let w = offset >> 2
+                let m = UInt32(truncatingIfNeeded: Self.laneMask(size)) << UInt32(lane * 8)
+                let v = UInt32(truncatingIfNeeded: value) << UInt32(lane * 8) & m
+                let wm = map.writable[w] & m
+                let c = map.writeOneToClear[w] & m
+                var old = load(w)
+                var new: UInt32
+                repeat {
+                    new = (v & wm) | (old & ~wm)
+                    new &= ~(v & c)
+                } while new != old && ivs_cas32(words + w, &old, new) == 0
+                let fieldShift = UInt32(fieldLane * 8)
+                let fieldMask = Self.laneMask(f.width)
+                let readOnly = m & ~map.writable[w] & ~map.writeOneToClear[w]
+                touched(FieldWrite(index: idx, old: UInt64(old >> fieldShift) & fieldMask, new: UInt64(new >> fieldShift) & fieldMask,
+                                   ignoredBits: UInt64(((v ^ old) & readOnly) >> fieldShift)), f)
+                return
+            }
+        }
         var k = 0
         let n = min(max(size, 0), 8)
         while k < n {
