@@ -78,6 +78,14 @@ public struct BAR0Registers: Sendable, Equatable {
     public var doorbell: UInt64
     public var state: UInt64
 
+    public init(id: UInt64, maxPeers: UInt64, interruptControl: UInt64, doorbell: UInt64, state: UInt64) {
+        self.id = id
+        self.maxPeers = maxPeers
+        self.interruptControl = interruptControl
+        self.doorbell = doorbell
+        self.state = state
+    }
+
     /// The Doorbell value that rings `vector` of peer `peer` (REG-DB-1: peer in bits 31:16).
     public static func doorbellValue(peer: UInt32, vector: UInt32) -> UInt32 { peer << 16 | (vector & 0xFFFF) }
 }
