@@ -20,9 +20,9 @@ extension BuiltinChecks {
             let sink = CountingSink()
             b.interruptSink = sink
             DeviceCheckSupport.makeReady(b)
-            for _ in 0..<5 { a.writeRegister(0x0C, b.id << 16 | 1) }
+            for _ in 0..<5 { a.writeRegister(a.registerOffsets.doorbell, BAR0Registers.doorbellValue(peer: b.id, vector: 1)) }
             try DeviceCheckSupport.expect("5 MSI-X messages on vector 1 after 5 doorbells", sink.count(vector: 1), 5)
-            for v in UInt32(1)...3 { a.writeRegister(0x10, v) }
+            for v in UInt32(1)...3 { a.writeRegister(a.registerOffsets.state, v) }
             try DeviceCheckSupport.expect("3 MSI-X messages on vector 0 after 3 state changes", sink.count(vector: 0), 3)
             try DeviceCheckSupport.expect("no other interrupts", sink.total, 8)
         },
@@ -123,7 +123,7 @@ extension BuiltinChecks {
             let sink = CountingSink()
             a.interruptSink = sink
             DeviceCheckSupport.makeReady(a)
-            a.writeRegister(0x0C, 1 << 16 | 0)
+            a.writeRegister(a.registerOffsets.doorbell, BAR0Registers.doorbellValue(peer: 1, vector: 0))
             try DeviceCheckSupport.expect("interrupts after a doorbell to the refused peer's ID", sink.total, 0)
             let b = try fabric.addDevice()
             try DeviceCheckSupport.expect("the next device to get ID 1", b.id, 1)
@@ -158,16 +158,16 @@ enum DeviceCheckSupport {
     /// What `setup=ready` does, directly on the device: decode and bus mastering on, entry v =
     /// (FEE00000h, data v) unmasked, MSI-X on, Interrupt Control 1.
     static func makeReady(_ d: IvshmemDevice) {
-        d.configWrite(offset: 0x04, size: 2, value: 0x6)
+        d.configWrite(offset: PCIConfig.command, size: 2, value: UInt32(PCICommand([.memorySpace, .busMaster]).rawValue))
         if let cap = d.layout.capabilities.first(where: { $0.kind == .msix }) {
             for v in 0..<d.configuration.vectors {
                 d.barWrite(1, offset: UInt64(v * 16), size: 4, value: 0xFEE0_0000)
                 d.barWrite(1, offset: UInt64(v * 16 + 8), size: 4, value: UInt64(v))
                 d.barWrite(1, offset: UInt64(v * 16 + 12), size: 4, value: 0)
             }
-            d.configWrite(offset: cap.offset + 2, size: 2, value: 0x8000)
+            d.configWrite(offset: cap.offset + MSIXControl.capabilityOffset, size: 2, value: UInt32(MSIXControl.enable.rawValue))
         }
-        d.writeRegister(0x08, 1)
+        d.writeRegister(d.registerOffsets.interruptControl, InterruptControlBits.enable)
     }
 
     static func build(_ c: DeviceConfiguration, memorySize: Int?) throws -> IvshmemDevice {

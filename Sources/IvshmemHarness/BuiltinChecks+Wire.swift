@@ -375,10 +375,10 @@ extension BuiltinChecks {
             }) { d, s in
                 let p = try WireCheckSupport.drivenPeer(d, ctx)
                 try require(d.waitForPeers(timeout: 5) { $0 == [0, 1] }, "peers 0 and 1 active", "\(d.activePeers)")
-                p.barWrite(0, offset: 0x10, size: 4, value: 5)  // state
-                p.barWrite(0, offset: 0x0C, size: 4, value: 1 << 16 | 1)  // ring peer 1
-                p.barWrite(0, offset: 0x0C, size: 4, value: 0)  // ring self
-                p.barWrite(0, offset: 0x0C, size: 4, value: 3 << 16)  // ring an inactive peer
+                p.barWrite(0, offset: p.device.registerOffsets.state, size: 4, value: 5)  // state
+                p.barWrite(0, offset: p.device.registerOffsets.doorbell, size: 4, value: 1 << 16 | 1)  // ring peer 1
+                p.barWrite(0, offset: p.device.registerOffsets.doorbell, size: 4, value: 0)  // ring self
+                p.barWrite(0, offset: p.device.registerOffsets.doorbell, size: 4, value: 3 << 16)  // ring an inactive peer
                 p.device.reset()
                 guard let conn = s.connection else { throw CheckFailure(expected: "the connection", actual: "none") }
                 try s.send(conn, .peerGone(id: 1))
@@ -573,17 +573,17 @@ extension BuiltinChecks {
                 let p = try WireCheckSupport.drivenPeer(d, ctx)
                 try require(d.waitForPeers(timeout: 5) { $0 == [0, 1] }, "peer 1 active with only its vector-0 eventfd", "\(d.activePeers)")
                 let p1v0 = EventFD(fd: s.kept[3])
-                p.barWrite(0, offset: 0x0C, size: 4, value: 1 << 16 | 0)
+                p.barWrite(0, offset: p.device.registerOffsets.doorbell, size: 4, value: 1 << 16 | 0)
                 try require(try p1v0.consume() == 1, "the doorbell to peer 1 vector 0 to add 1 to that eventfd", "not signalled")
-                p.barWrite(0, offset: 0x0C, size: 4, value: 1 << 16 | 1)
+                p.barWrite(0, offset: p.device.registerOffsets.doorbell, size: 4, value: 1 << 16 | 1)
                 try require(try p1v0.consume() == nil, "a doorbell for a vector not held to signal nothing", "vector 0's eventfd signalled")
                 guard let conn = s.connection else { throw CheckFailure(expected: "connection", actual: "none") }
                 let p1v1 = try s.eventFD()  // kept[4]
                 try s.send(conn, .eventFD(id: 1, vector: 1), fd: p1v1.fd)
                 try require(pollUntil { d.linkEvents.contains(.eventFD(peer: 1, vector: 1)) }, "peer 1 vector 1 received", "\(d.linkEvents)")
-                p.barWrite(0, offset: 0x0C, size: 4, value: 1 << 16 | 1)
+                p.barWrite(0, offset: p.device.registerOffsets.doorbell, size: 4, value: 1 << 16 | 1)
                 try require(try p1v1.consume() == 1, "the doorbell to peer 1 vector 1 to signal its eventfd", "not signalled")
-                p.barWrite(0, offset: 0x10, size: 4, value: 0x42)
+                p.barWrite(0, offset: p.device.registerOffsets.state, size: 4, value: 0x42)
                 try require(try p1v0.consume() == 1, "a state change to signal peer 1's vector-0 eventfd", "not signalled")
                 try require(try p1v1.consume() == nil, "a state change to leave vector 1 alone", "signalled")
                 try require(!d.isActive(2), "peer 2 (no eventfd) inactive", "active")
@@ -710,9 +710,9 @@ extension BuiltinChecks {
                 try require(d.introducedPeers == [0, 1, 2], "peers 0, 1 and the device itself fully introduced when attach returns (WIRE-CLI-20)", "\(d.introducedPeers)")
                 let p = try WireCheckSupport.drivenPeer(d, ctx)
                 // kept: [0] shm, [1...4] peers 0 and 1 (2 vectors each), [5, 6] own.
-                p.barWrite(0, offset: 0x0C, size: 4, value: 1 << 16 | 1)
+                p.barWrite(0, offset: p.device.registerOffsets.doorbell, size: 4, value: 1 << 16 | 1)
                 try require(try EventFD(fd: s.kept[4]).consume() == 1, "a doorbell rung right after attach to reach peer 1 vector 1", "not signalled")
-                p.barWrite(0, offset: 0x10, size: 4, value: 7)
+                p.barWrite(0, offset: p.device.registerOffsets.state, size: 4, value: 7)
                 try require(try EventFD(fd: s.kept[1]).consume() == 1 && EventFD(fd: s.kept[3]).consume() == 1,
                             "a state change right after attach to reach peers 0 and 1 on vector 0", "not signalled")
             }
@@ -740,8 +740,8 @@ extension BuiltinChecks {
                 try require(d.waitForIntroductions(timeout: 5) { $0 == [0, 1] }, "peer 1 introduced", "\(d.introducedPeers)")
                 let p = try WireCheckSupport.drivenPeer(d, ctx)
                 let before = d.device.findingCount
-                p.barWrite(0, offset: 0x0C, size: 4, value: 1 << 16 | 0)  // would block for ever in write()
-                p.barWrite(0, offset: 0x10, size: 4, value: 9)  // the state change signals the same eventfd
+                p.barWrite(0, offset: p.device.registerOffsets.doorbell, size: 4, value: 1 << 16 | 0)  // would block for ever in write()
+                p.barWrite(0, offset: p.device.registerOffsets.state, size: 4, value: 9)  // the state change signals the same eventfd
                 let found = d.device.findings(since: before)
                 try require(found.count == 2 && found.allSatisfy { $0.requirement == "WIRE-CLI-21" && $0.kind == .environment },
                             "the doorbell and the state-change signal dropped, each an environment finding WIRE-CLI-21", found.map(\.description).joined(separator: "; "))
@@ -782,7 +782,7 @@ extension BuiltinChecks {
                 let read = back.withUnsafeMutableBytes { d.device.sharedMemoryRead(offset: rw, into: $0) }
                 try require(!read && back == [0, 0, 0, 0], "a read of the lost pages to fail and return zeros", "ok \(read), \(back)")
                 try require(!p.shmWrite(rw, bytes: [5]), "a write to the lost pages to fail", "succeeded")
-                p.barWrite(0, offset: 0x10, size: 4, value: 3)  // State: the State Table page is gone too
+                p.barWrite(0, offset: p.device.registerOffsets.state, size: 4, value: 3)  // State: the State Table page is gone too
                 let found = d.device.findings(since: before)
                 try require(found.count == 3 && found.allSatisfy { $0.requirement == "SHM-SIZE-1" && $0.kind == .environment },
                             "3 environment findings SHM-SIZE-1 (read, write, state)", found.map(\.description).joined(separator: "; "))
@@ -836,12 +836,12 @@ extension BuiltinChecks {
                 var cursor = p.interruptCount
                 try s.send(c, .peerGone(id: 1))
                 try require(p.waitForInterrupt(vector: 0, after: cursor, timeout: 2) != nil, "vector 0 after PEER_GONE(1) (DEV-PEER-2)", "none")
-                p.barWrite(0, offset: 0x08, size: 4, value: 0)
+                p.barWrite(0, offset: p.device.registerOffsets.interruptControl, size: 4, value: 0)
                 cursor = p.interruptCount
                 try s.send(c, .peerGone(id: 2))
                 try require(pollUntil { !d.isActive(2) }, "peer 2 gone", "\(d.activePeers)")
                 try require(p.waitForInterrupt(after: cursor, timeout: 0.2) == nil, "no interrupt with Interrupt Control 0", "an interrupt")
-                p.barWrite(0, offset: 0x08, size: 4, value: 1)
+                p.barWrite(0, offset: p.device.registerOffsets.interruptControl, size: 4, value: 1)
                 try require(p.waitForInterrupt(after: cursor, timeout: 0.2) == nil, "the gated event not delivered later", "an interrupt")
             }
         },
@@ -859,10 +859,10 @@ extension BuiltinChecks {
                 try require(d.linkEvents.contains { if case .linkDown = $0 { return true }; return false }, "a link-down event", "\(d.linkEvents)")
                 try require(d.activePeers == [0, 1], "the eventfds kept: peers 0 and 1 still known", "\(d.activePeers)")
                 try require(FileDescriptor.openCount() >= fdsBefore - 2, "no eventfd closed (only the socket may be)", "\(fdsBefore - FileDescriptor.openCount()) fewer fds")
-                p.barWrite(0, offset: 0x0C, size: 4, value: 1 << 16 | 1)
+                p.barWrite(0, offset: p.device.registerOffsets.doorbell, size: 4, value: 1 << 16 | 1)
                 try require(try EventFD(fd: s.kept[4]).consume() == 1, "a doorbell to peer 1 vector 1 still signalling the kept eventfd", "not signalled")
                 try require(ids != 0 && ids != 0xFFFF_FFFF && p.configRead(0, size: 4) == ids, "config space still served (IDs \(String(ids, radix: 16)))", String(p.configRead(0, size: 4), radix: 16))
-                try require(p.barRead(0, offset: 0x04, size: 4) == 4, "Maximum Peers register still 4", "\(p.barRead(0, offset: 0x04, size: 4))")
+                try require(p.barRead(0, offset: p.device.registerOffsets.maxPeers, size: 4) == 4, "Maximum Peers register still 4", "\(p.barRead(0, offset: p.device.registerOffsets.maxPeers, size: 4))")
                 let rw = d.device.layout.geometry.rwSectionOffset
                 p.shmWrite(rw, size: 4, value: 0xC0FFEE)
                 try require(p.shmRead(rw, size: 4) == 0xC0FFEE, "shared memory still served", String(p.shmRead(rw, size: 4), radix: 16))

@@ -263,9 +263,10 @@ struct Session {
             if let t = peers[target] { id = UInt64(t.id) } else if let n = UInt64(target) { id = n } else {
                 throw fail(st, expected: "a peer name or ID", actual: "'\(target)'")
             }
-            p.barWrite(0, offset: 0x0C, size: 4, value: id << 16 | vector)
+            p.barWrite(0, offset: p.device.registerOffsets.doorbell, size: 4, value: UInt64(BAR0Registers.doorbellValue(peer: UInt32(truncatingIfNeeded: id), vector: UInt32(truncatingIfNeeded: vector))))
         case .state(let v):
-            try peer(st).barWrite(0, offset: 0x10, size: 4, value: v)
+            let p = try peer(st)
+            p.barWrite(0, offset: p.device.registerOffsets.state, size: 4, value: v)
         case .waitIRQ(let vector, let timeout, let pin, let address, let data):
             let p = try peer(st)
             let cursor = irqCursor[p.name] ?? 0

@@ -27,9 +27,9 @@ public struct Firmware {
     public mutating func assign(_ platform: PCIPlatform, _ bdf: BDF) -> [Int: UInt64] {
         var out: [Int: UInt64] = [:]
         var index = 0
-        var command: UInt32 = 0x4
+        var command: PCICommand = .busMaster
         while index < 6 {
-            let reg = 0x10 + index * 4
+            let reg = PCIConfig.bar(index)
             let original = platform.configRead(bdf, offset: reg, size: 4)
             platform.configWrite(bdf, offset: reg, size: 4, value: 0xFFFF_FFFF)
             let lowMask = platform.configRead(bdf, offset: reg, size: 4)
@@ -40,7 +40,7 @@ public struct Firmware {
                 nextIO = base + size
                 platform.configWrite(bdf, offset: reg, size: 4, value: UInt32(base))
                 out[index] = base
-                command |= 0x1
+                command.insert(.ioSpace)
                 index += 1
                 continue
             }
@@ -64,11 +64,11 @@ public struct Firmware {
             }
             platform.configWrite(bdf, offset: reg, size: 4, value: UInt32(truncatingIfNeeded: base))
             out[index] = base
-            command |= 0x2
+            command.insert(.memorySpace)
             index += is64 ? 2 : 1
         }
-        let old = platform.configRead(bdf, offset: 4, size: 2)
-        platform.configWrite(bdf, offset: 4, size: 2, value: old | command)
+        let old = platform.configRead(bdf, offset: PCIConfig.command, size: 2)
+        platform.configWrite(bdf, offset: PCIConfig.command, size: 2, value: old | UInt32(command.rawValue))
         return out
     }
 
@@ -96,23 +96,24 @@ public enum DriverSetup {
     public static func enableInterrupts(_ device: IvshmemDevice, on platform: PCIPlatform, at bdf: BDF, bars: [Int: UInt64], dataBase: UInt32 = 0) {
         if let table = bars[1], let cap = device.layout.capabilities.first(where: { $0.kind == .msix }) {
             for v in 0..<device.configuration.vectors {
-                let entry = table + UInt64(v) * 16
-                platform.mmioWrite(entry, size: 4, value: messageAddress)
-                platform.mmioWrite(entry + 4, size: 4, value: 0)
-                platform.mmioWrite(entry + 8, size: 4, value: UInt64(dataBase) + UInt64(v))
-                platform.mmioWrite(entry + 12, size: 4, value: 0)
+                let entry = table + UInt64(v * MSIXTableEntry.size)
+                platform.mmioWrite(entry + UInt64(MSIXTableEntry.messageAddress), size: 4, value: messageAddress)
+                platform.mmioWrite(entry + UInt64(MSIXTableEntry.messageUpperAddress), size: 4, value: 0)
+                platform.mmioWrite(entry + UInt64(MSIXTableEntry.messageData), size: 4, value: UInt64(dataBase) + UInt64(v))
+                platform.mmioWrite(entry + UInt64(MSIXTableEntry.vectorControl), size: 4, value: 0)
             }
-            let control = platform.configRead(bdf, offset: cap.offset + 2, size: 2)
-            platform.configWrite(bdf, offset: cap.offset + 2, size: 2, value: control | 0x8000)
+            let at = cap.offset + MSIXControl.capabilityOffset
+            let control = platform.configRead(bdf, offset: at, size: 2)
+            platform.configWrite(bdf, offset: at, size: 2, value: control | UInt32(MSIXControl.enable.rawValue))
         }
         if let regs = bars[0] {
             if device.layout.bar(.registers)?.kind == .io {
-                platform.ioWrite(UInt16(truncatingIfNeeded: regs + 0x08), size: 4, value: 1)
+                platform.ioWrite(UInt16(truncatingIfNeeded: regs + device.registerOffsets.interruptControl), size: 4, value: InterruptControlBits.enable)
             } else {
-                platform.mmioWrite(regs + 0x08, size: 4, value: 1)
+                platform.mmioWrite(regs + device.registerOffsets.interruptControl, size: 4, value: UInt64(InterruptControlBits.enable))
             }
         } else {
-            device.writeRegister(0x08, 1)
+            device.writeRegister(device.registerOffsets.interruptControl, InterruptControlBits.enable)
         }
     }
 }

@@ -110,7 +110,7 @@ final class PeerSession: @unchecked Sendable {
         case "int": try ring(args)
         case "state":
             guard args.count == 1, let v = try? parseNumber(args[0]), v <= UInt32.max else { return usage("state <value>") }
-            platform.mmioWrite(registers + 0x10, size: 4, value: v)
+            platform.mmioWrite(registers + device.registerOffsets.state, size: 4, value: v)
             writeStdout("ok: state 0x\(String(v, radix: 16))\n")
         case "wait":
             let t = args.first.flatMap(Double.init) ?? 5
@@ -167,9 +167,9 @@ final class PeerSession: @unchecked Sendable {
 
     private func ring(_ args: [String]) throws {
         let d = device
-        let doorbell = registers + 0x0C
+        let doorbell = registers + d.registerOffsets.doorbell
         func ringOne(_ peer: UInt32, _ vector: UInt32) {
-            platform.mmioWrite(doorbell, size: 4, value: UInt64(peer) << 16 | UInt64(vector))
+            platform.mmioWrite(doorbell, size: 4, value: UInt64(BAR0Registers.doorbellValue(peer: peer, vector: vector)))
             writeStdout("ok: rang peer \(peer) vector \(vector)\n")
         }
         switch args.count {
@@ -190,7 +190,7 @@ final class PeerSession: @unchecked Sendable {
 
     func dump() {
         let d = device
-        writeStdout("id: \(d.readRegister(0x00)) max-peers: \(d.readRegister(0x04)) vectors: \(d.configuration.vectors) interrupt-control: \(d.readRegister(0x08)) state: 0x\(String(d.readRegister(0x10), radix: 16))\n")
+        writeStdout("id: \(d.readRegister(d.registerOffsets.id)) max-peers: \(d.readRegister(d.registerOffsets.maxPeers)) vectors: \(d.configuration.vectors) interrupt-control: \(d.readRegister(d.registerOffsets.interruptControl)) state: 0x\(String(d.readRegister(d.registerOffsets.state), radix: 16))\n")
         let peers = link.activePeers
         writeStdout("peers: \(peers.map(String.init).joined(separator: " "))\n")
         for p in 0..<min(d.configuration.maxPeers, 64) {

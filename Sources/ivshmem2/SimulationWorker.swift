@@ -107,7 +107,7 @@ struct SimulationWorkerCommand: ParsableCommand {
         for cycle in 0..<rounds {
             let device = link.device
             let marker = UInt32(number + 1) << 16 | UInt32(cycle % 0xFFFF + 1)
-            device.writeRegister(0x10, marker)
+            device.writeRegister(device.registerOffsets.state, marker)
             let left = Monotonic.now()
             link.close()
             try Self.waitUntilDeparted(device, marker: marker, timeout: Self.patience)
@@ -275,7 +275,7 @@ final class SimWorker: @unchecked Sendable {
         let count = device.sharedMemoryLoad(offset: s, size: 8) &+ 1
         device.sharedMemoryStore(offset: s + 8, size: 8, value: Self.nowNanoseconds())
         device.sharedMemoryStore(offset: s, size: 8, value: count)
-        device.writeRegister(0x0C, t << 16 | UInt32(doorbellVector))
+        device.writeRegister(device.registerOffsets.doorbell, BAR0Registers.doorbellValue(peer: t, vector: UInt32(doorbellVector)))
     }
 
     /// Reconciles what the interrupt stands for (IRQ: "derive event state from shared memory"):
@@ -363,7 +363,7 @@ final class SimWorker: @unchecked Sendable {
             }
         case .state:
             for k in 1...max(rounds, 1) {
-                device.writeRegister(0x10, id << 16 | UInt32(k))
+                device.writeRegister(device.registerOffsets.state, id << 16 | UInt32(k))
                 Monotonic.sleep(seconds: 0.0005)
             }
         }
