@@ -8,7 +8,7 @@ BIN_DEBUG   := .build/debug/ivshmem2
 BIN_RELEASE := .build/release/ivshmem2
 PREFIX      ?= /usr/local
 
-.PHONY: all build release test demo deps tables bench bench-smoke conformance stress clean help fuzz test-sanitize
+.PHONY: all build release test demo deps tables bench bench-smoke conformance stress clean help fuzz test-sanitize guest
 
 all: build
 
@@ -23,6 +23,7 @@ help:
 	@echo "make stress  STRESS_N=20: process/socket/simulation tests and the conformance suite, N rounds, next to two busy loops"
 	@echo "make fuzz     libFuzzer builds of the wire decoder, script parser and spec-table loader, FUZZ_SECONDS (120) each"
 	@echo "make test-sanitize  the Swift test suites under ThreadSanitizer, then AddressSanitizer"
+	@echo "make guest    boot Debian's kernel in QEMU with the device behind QEMU's PCI proxy; a guest program talks to a peer outside"
 	@echo "make tables   regenerate Sources/IvshmemSpec/EmbeddedTables.swift from spec/tables"
 
 # System packages: libpci (our config-space decoder) and lspci (used by the tests).
@@ -111,6 +112,13 @@ test-sanitize: deps tables
 	tools/sanitize.sh thread .build-tsan
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan $(SWIFT_FLAGS)
 	tools/sanitize.sh address .build-asan --skip serverChurn
+
+# A real Linux guest drives the device (tools/guest): Debian's kernel and busybox from Debian
+# packages, cached in .build/guest; QEMU (installed when missing) with the device behind its
+# multi-process PCI proxy; a guest program talks to an outside peer. Ends with `guest: PASS`.
+guest: deps tables
+	$(SWIFT) build --product ivshmem2 $(SWIFT_FLAGS)
+	tools/guest/run.sh $(BIN_DEBUG) .build/guest
 
 demo: build
 	$(BIN_DEBUG) demo

@@ -53,6 +53,8 @@ let package = Package(
             "IvshmemLink", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemSync",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The device inside a real QEMU VM through QEMU's multi-process PCI proxy.
+        .target(name: "IvshmemQEMUProxy", dependencies: ["IvshmemModel", "IvshmemPosix", "IvshmemSync"]),
         // Layer 5: the register-level test harness, scripts and their runner.
         .target(name: "IvshmemHarness", dependencies: [
             "IvshmemModel", "IvshmemPlatform", "IvshmemTransport", "IvshmemServer", "IvshmemPosix", "IvshmemSpec", "IvshmemSync",
@@ -63,6 +65,7 @@ let package = Package(
 
         .executableTarget(name: "ivshmem2", dependencies: [
             "IvshmemModel", "IvshmemPlatform", "IvshmemServer", "IvshmemTransport", "IvshmemPosix", "IvshmemHarness", "IvshmemSync",
+            "IvshmemQEMUProxy",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "Logging", package: "swift-log"),
@@ -106,6 +109,9 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "IvshmemHarnessTests", dependencies: ["IvshmemHarness", "IvshmemPosix", "IvshmemSpec"]),
+        .testTarget(name: "IvshmemQEMUProxyTests", dependencies: [
+            "IvshmemQEMUProxy", "IvshmemModel", "IvshmemPosix", "IvshmemSync", "IvshmemServer", "IvshmemTransport",
+        ]),
         .testTarget(name: "SpecCoverageTests", dependencies: ["IvshmemSpec"]),
         .testTarget(name: "FuzzRegressionTests", dependencies: ["IvshmemFuzz", "IvshmemHarness", "IvshmemSpec", "IvshmemWire"]),
     ]

@@ -12,5 +12,6 @@ extension Ivshmem2 {
         SpecCommand.self,
         SimulationWorkerCommand.self,
         DumpConfigCommand.self,
+        QEMUCommand.self,
     ]
 }
