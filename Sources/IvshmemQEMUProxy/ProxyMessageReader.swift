@@ -33,7 +33,8 @@ final class ProxyMessageReader {
         defer { if !handedOver { for fd in fds { fd.closeQuietly() } } }
         let deadline = Monotonic.now() + completionTimeout
 
-        guard let header = try read(ProxyFrame.headerSize, fds: &fds, start: start, command: nil, deadline: deadline, allowEOF: true) else {
+        var overflow = false
+        guard let header = try read(ProxyFrame.headerSize, fds: &fds, overflow: &overflow, start: start, command: nil, deadline: deadline, allowEOF: true) else {
             return nil
         }
         let raw = Int32(bitPattern: UInt32(ProxyFrame.load(header, at: 0, width: 4)))
@@ -46,26 +47,30 @@ final class ProxyMessageReader {
                 ? "QEMU sent a RET, but only the endpoint answers on this link"
                 : "unknown command (QEMU 7.2 defines 0…7)")
         }
+        guard !overflow else {
+            throw fail(.badDescriptors, "more descriptors than the \(ProxyFrame.maxDescriptors) a message may carry")
+        }
         guard size == UInt64(command.payloadSize) else {
             throw fail(.badSize, "payload size \(size), \(command) carries \(command.payloadSize) bytes")
         }
         var payload: [UInt8] = []
         if size > 0 {
-            guard let body = try read(Int(size), fds: &fds, start: start, command: raw, deadline: deadline, allowEOF: false) else {
+            guard let body = try read(Int(size), fds: &fds, overflow: &overflow, start: start, command: raw, deadline: deadline, allowEOF: false) else {
                 throw fail(.truncated, "stream ended before the payload")
             }
             payload = body
         }
-        guard command.descriptorRange.contains(fds.count) else {
-            throw fail(.badDescriptors, "\(fds.count) descriptor(s), \(command) carries \(command.descriptorRange.lowerBound == command.descriptorRange.upperBound ? "\(command.descriptorRange.lowerBound)" : "\(command.descriptorRange.lowerBound)…\(command.descriptorRange.upperBound)")")
+        guard !overflow, command.descriptorRange.contains(fds.count) else {
+            throw fail(.badDescriptors, overflow ? "descriptors arrived with the payload" : "\(fds.count) descriptor(s), \(command) carries \(command.descriptorRange.lowerBound == command.descriptorRange.upperBound ? "\(command.descriptorRange.lowerBound)" : "\(command.descriptorRange.lowerBound)…\(command.descriptorRange.upperBound)")")
         }
         handedOver = true
         return ProxyMessage(command: command, payload: payload, fds: fds, offset: start)
     }
 
-    /// Reads exactly `count` bytes, collecting descriptors. nil only when `allowEOF` and the
-    /// stream ended before the first byte.
-    private func read(_ count: Int, fds: inout [FileDescriptor], start: UInt64, command: Int32?, deadline: Double, allowEOF: Bool) throws -> [UInt8]? {
+    /// Reads exactly `count` bytes, collecting descriptors; sets `overflow` when more than a
+    /// message may carry arrived (those are closed, so the header can still be read and named).
+    /// nil only when `allowEOF` and the stream ended before the first byte.
+    private func read(_ count: Int, fds: inout [FileDescriptor], overflow: inout Bool, start: UInt64, command: Int32?, deadline: Double, allowEOF: Bool) throws -> [UInt8]? {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(count)
         while bytes.count < count {
@@ -85,11 +90,8 @@ final class ProxyMessageReader {
                 throw ProxyLinkError(.system, command: command, offset: start, "\(e)")
             }
             fds += got.fds
-            if got.controlTruncated {
-                throw ProxyLinkError(.badDescriptors, command: command, offset: start, "more descriptors than the \(ProxyFrame.maxDescriptors) a message may carry")
-            }
-            if got.fds.count > ProxyFrame.maxDescriptors || fds.count > ProxyFrame.maxDescriptors {
-                throw ProxyLinkError(.badDescriptors, command: command, offset: start, "\(fds.count) descriptors, more than the \(ProxyFrame.maxDescriptors) a message may carry")
+            if got.controlTruncated || fds.count > ProxyFrame.maxDescriptors || (!got.fds.isEmpty && command != nil) {
+                overflow = true  // too many, or descriptors with the payload (QEMU sends them with the header)
             }
             if got.bytes.isEmpty {
                 if allowEOF && bytes.isEmpty { return nil }
