@@ -14,7 +14,7 @@ all: build
 
 help:
 	@echo "make build    debug build of the library and the ivshmem2 tool"
-	@echo "make test     install deps, build, run every test, the conformance suite and a benchmark smoke run"
+	@echo "make test     install deps, build, run every test, the conformance suite, a benchmark smoke run, the drivers and the real guest"
 	@echo "make demo     start a server and two emulated peers, print their conversation"
 	@echo "make bench    release build, run every benchmark against its baseline, write bench/"
 	@echo "make bench-smoke  the same benchmarks, tiny (CI: keeps the benchmark code from rotting)"
@@ -51,6 +51,7 @@ test: build
 	$(BIN_DEBUG) conformance --junit .build/conformance.xml
 	$(MAKE) bench-smoke
 	$(MAKE) drivers
+	$(MAKE) guest
 
 # Benchmarks: ratios against baselines measured in the same run (never timed assertions).
 # `bench` writes bench/results.json, bench/results.md and bench/latency.svg.

@@ -48,6 +48,11 @@ public final class QEMUProxyEndpoint: InterruptSink, @unchecked Sendable {
         var closed = false
     }
     private let line = Locked(Line())
+    private let tracer: Locked<(@Sendable (String) -> Void)?> = Locked(nil)
+
+    /// Called on the serving thread with one line per message handled (command, address,
+    /// size, value, answer), e.g. for `ivshmem2 qemu --trace`.
+    public func onMessage(_ handler: (@Sendable (String) -> Void)?) { tracer.withLock { $0 = handler } }
 
     /// Takes ownership of `socket` (one end of the stream socket QEMU got as `fd=`) and
     /// becomes the device's interrupt sink.
@@ -107,6 +112,7 @@ public final class QEMUProxyEndpoint: InterruptSink, @unchecked Sendable {
     /// resample eventfd when the message installed one.
     private func handle(_ m: ProxyMessage) throws -> EventFD? {
         line.withLock { $0.stats.messages[m.command, default: 0] += 1 }
+        let trace = tracer.withLock { $0 }
         func bad(_ text: String) -> ProxyLinkError {
             ProxyLinkError(.badField, command: m.command.rawValue, offset: m.offset, text)
         }
@@ -118,8 +124,11 @@ public final class QEMUProxyEndpoint: InterruptSink, @unchecked Sendable {
                 throw bad("config access at 0x\(String(access.address, radix: 16)) beyond the 256-byte config space of a conventional function")
             }
             if m.command == .configRead {
-                try reply(UInt64(device.configRead(offset: Int(access.address), size: Int(access.length))), to: m)
+                let value = device.configRead(offset: Int(access.address), size: Int(access.length))
+                trace?("\(m.command) 0x\(hex(access.address))/\(access.length) -> 0x\(hex(value))")
+                try reply(UInt64(value), to: m)
             } else {
+                trace?("\(m.command) 0x\(hex(access.address))/\(access.length) = 0x\(hex(access.value))")
                 device.configWrite(offset: Int(access.address), size: Int(access.length), value: access.value)
                 try reply(0, to: m)
             }
@@ -135,8 +144,10 @@ public final class QEMUProxyEndpoint: InterruptSink, @unchecked Sendable {
                 } else {
                     line.withLock { $0.stats.undecodedAccesses += 1 }
                 }
+                trace?("\(m.command) \(where_(window, access)) /\(size) -> 0x\(hex(value))")
                 try reply(value, to: m)
             } else {
+                trace?("\(m.command) \(where_(window, access)) /\(size) = 0x\(hex(access.value))")
                 if let w = window, let off = w.offset(of: access.address) {
                     device.barWrite(w.bar, offset: off, size: size, value: access.value)
                 } else {
@@ -145,6 +156,7 @@ public final class QEMUProxyEndpoint: InterruptSink, @unchecked Sendable {
                 try reply(0, to: m)
             }
         case .deviceReset:
+            trace?("\(m.command)")
             device.reset()
             line.withLock { $0.asserted = false; $0.pulseWhileAsserted = false }
             try reply(0, to: m)
@@ -159,14 +171,26 @@ public final class QEMUProxyEndpoint: InterruptSink, @unchecked Sendable {
                 return [l.irqfd, l.resample].compactMap { $0 }
             }
             for e in old { e.close() }  // a second SET_IRQFD replaces the first (the old fds leave epoll when closed)
+            trace?("\(m.command) irqfd \(irqfd.fd.rawValue) resample \(resample.fd.rawValue)")
             return resample
         case .syncSystemMemory:
             // Guest RAM regions for DMA; this device does no DMA: accepted, descriptors closed.
+            trace?("\(m.command) \(m.fds.count) region(s)")
             for fd in m.fds { fd.closeQuietly() }
         case .ret:
             break  // rejected by the reader
         }
         return nil
+    }
+
+    private func hex<T: BinaryInteger>(_ v: T) -> String { String(v, radix: 16) }
+
+    /// "BAR2+0x10" for a decoded access, the raw address otherwise.
+    private func where_(_ window: DecodeWindow?, _ access: ProxyBarAccess) -> String {
+        guard let w = window, let off = w.offset(of: access.address) else {
+            return "\(access.memory ? "memory" : "port") 0x\(hex(access.address)) (not decoded)"
+        }
+        return "BAR\(w.bar)+0x\(hex(off))"
     }
 
     private func reply(_ value: UInt64, to m: ProxyMessage) throws {

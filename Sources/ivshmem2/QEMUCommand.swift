@@ -40,6 +40,7 @@ struct QEMUCommand: ParsableCommand {
     @Flag(name: .customLong("no-checking"), help: "Do not record driver findings.") var noChecking = false
     @Option(help: "Seconds the server may take to introduce the peers.") var timeout: Double = 10
     @Flag(help: "Print nothing but errors.") var quiet = false
+    @Flag(help: "Print every message from QEMU (config and BAR accesses, resets) on stderr.") var trace = false
     @Argument(parsing: .postTerminator, help: "The QEMU command line, after '--'.") var qemu: [String] = []
 
     func validate() throws {
@@ -62,6 +63,7 @@ struct QEMUCommand: ParsableCommand {
         let device = link.device
         let (ours, theirs) = try UnixSocket.pair()
         let endpoint = QEMUProxyEndpoint(device: device, socket: ours)
+        if trace { endpoint.onMessage { writeStderrLine("ivshmem2 qemu: trace: \($0)") } }
         let executable = try QEMUCommandLine.resolve(qemu[0])
         let arguments = QEMUCommandLine.withProxy(Array(qemu.dropFirst()), fd: 3)
         if !quiet {
