@@ -84,6 +84,10 @@ peer_out=$(( st + rw )); guest_out=$(( st + rw + out ))
     echo "state 0x0b5e"
     echo "int 1 0"                                     # INTx to the guest (reaches the irqfd)
     for i in $(seq 1 "$rounds"); do echo "wait 30"; echo "state $(( 1000 + i ))"; done
+    # Leave only after the guest's last State write (0xd09e): leaving earlier would zero our
+    # State Table entry under the guest while it still polls for the last answer.
+    echo "wait 60"
+    echo "dump"
     echo "quit"
 } > "$run/peer.script"
 "$bin" peer -S "$sock" --quiet < "$run/peer.script" > "$run/peer.log" 2>&1 &
@@ -120,7 +124,8 @@ grep -q "^state-table: peer 1 0x6e57 active" "$run/peer.log" || fail peer-observ
 grep -q 'shm: .*"hello from the guest, peer 1"' "$run/peer.log" || fail peer-observes-shm "the outside peer did not read the guest's output section"
 grep -q 'shm: .*"guest was here"' "$run/peer.log" || fail peer-observes-shm "the outside peer did not read the guest's R/W note"
 waited=$(grep -c "^waited:" "$run/peer.log")
-[ "$waited" = $(( rounds + 1 )) ] || fail peer-observes-doorbell "the outside peer saw $waited interrupts, expected $(( rounds + 1 ))"
+[ "$waited" = $(( rounds + 2 )) ] || fail peer-observes-doorbell "the outside peer saw $waited interrupts, expected $(( rounds + 2 )) (State, $rounds doorbells, last State)"
+grep -q "^state-table: peer 1 0xd09e active" "$run/peer.log" || fail peer-observes-state "the outside peer did not see the guest's last State 0xd09e"
 grep -q "INTx pulses [1-9]" "$run/qemu.err" || fail intx "the outside peer's doorbell produced no INTx pulse in the guest's device"
 
 echo "--- lspci -nn -vvv in the guest"
