@@ -144,10 +144,10 @@ public final class QEMUProxyEndpoint: InterruptSink, @unchecked Sendable {
                 } else {
                     line.withLock { $0.stats.undecodedAccesses += 1 }
                 }
-                trace?("\(m.command) \(where_(window, access)) /\(size) -> 0x\(hex(value))")
+                trace?("\(m.command) \(location(window, access)) /\(size) -> 0x\(hex(value))")
                 try reply(value, to: m)
             } else {
-                trace?("\(m.command) \(where_(window, access)) /\(size) = 0x\(hex(access.value))")
+                trace?("\(m.command) \(location(window, access)) /\(size) = 0x\(hex(access.value))")
                 if let w = window, let off = w.offset(of: access.address) {
                     device.barWrite(w.bar, offset: off, size: size, value: access.value)
                 } else {
@@ -186,7 +186,7 @@ public final class QEMUProxyEndpoint: InterruptSink, @unchecked Sendable {
     private func hex<T: BinaryInteger>(_ v: T) -> String { String(v, radix: 16) }
 
     /// "BAR2+0x10" for a decoded access, the raw address otherwise.
-    private func where_(_ window: DecodeWindow?, _ access: ProxyBarAccess) -> String {
+    private func location(_ window: DecodeWindow?, _ access: ProxyBarAccess) -> String {
         guard let w = window, let off = w.offset(of: access.address) else {
             return "\(access.memory ? "memory" : "port") 0x\(hex(access.address)) (not decoded)"
         }

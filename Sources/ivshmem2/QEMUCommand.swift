@@ -78,7 +78,7 @@ struct QEMUCommand: ParsableCommand {
         if let failure { writeStderrLine("ivshmem2 qemu: \(failure); the VM keeps running without the device") }
         let status = try child.wait()
         if !quiet || failure != nil { report(endpoint) }
-        if let failure { throw ExitCode(failure.kind == .system ? 1 : 1) }
+        if failure != nil { throw ExitCode(1) }
         if case .exited(let code) = status, code != 0 { throw ExitCode(code) }
         if case .signaled = status { throw ExitCode(1) }
     }
