@@ -117,7 +117,13 @@ kill -0 "$peer_pid" 2>/dev/null && fail peer "the outside peer did not finish it
 grep -q "^guest-fail:" "$run/console.log" && fail "$(grep -m1 '^guest-fail:' "$run/console.log" | cut -d: -f2 | tr -d ' ')" "$(grep -m1 '^guest-fail:' "$run/console.log")"
 grep -q "^guest-step: booted" "$run/console.log" || fail boot "the guest's init never ran (QEMU exit status $qrc)"
 grep -q "\[110a:4106\]" "$run/console.log" || fail lspci "lspci in the guest does not show 110a:4106"
-grep -A12 "\[110a:4106\]" "$run/console.log" | grep -q "Vendor Specific Information" || fail lspci "no vendor-specific capability in the guest's lspci"
+lspci_dev=$(sed -n '/guest-step: lspci$/,/guest-step: lspci done/p' "$run/console.log")
+grep -q "class \[ff00\]" <<<"$lspci_dev" || fail lspci "lspci in the guest does not show class ff00"
+grep -q "Region 0: Memory at .*(32-bit, non-prefetchable) \[size=4K\]" <<<"$lspci_dev" || fail lspci "lspci in the guest shows no 4 KiB BAR0"
+grep -q "Region 2: Memory at .*(64-bit, prefetchable) \[size=1M\]" <<<"$lspci_dev" || fail lspci "lspci in the guest shows no 1 MiB 64-bit BAR2"
+grep -q "Interrupt: pin A" <<<"$lspci_dev" || fail lspci "lspci in the guest shows no INTx pin A"
+grep -q "Vendor Specific Information" <<<"$lspci_dev" || fail lspci "no vendor-specific capability in the guest's lspci"
+grep -q "MSI-X" <<<"$lspci_dev" && fail lspci "the guest sees an MSI-X capability (the device must be in INTx mode)"
 grep -q "^guest-result: PASS" "$run/console.log" || fail guest-program "the guest program did not finish (QEMU exit status $qrc)"
 [ $qrc = 0 ] || fail vm "ivshmem2 qemu exited with $qrc"
 grep -q "^state-table: peer 1 0x6e57 active" "$run/peer.log" || fail peer-observes-state "the outside peer did not see the guest's State 0x6e57"
@@ -129,7 +135,7 @@ grep -q "^state-table: peer 1 0xd09e active" "$run/peer.log" || fail peer-observ
 grep -q "INTx pulses [1-9]" "$run/qemu.err" || fail intx "the outside peer's doorbell produced no INTx pulse in the guest's device"
 
 echo "--- lspci -nn -vvv in the guest"
-sed -n '/guest-step: lspci$/,/guest-step: lspci done/p' "$run/console.log" | grep -v "^guest-step\|libkmod"
+grep -v "^guest-step\|libkmod" <<<"$lspci_dev"
 echo "--- guest program"
 grep "^guest-ok:" "$run/console.log"
 echo "--- outside peer"
