@@ -351,7 +351,7 @@ public final class ServerLink: @unchecked Sendable {
         let window = Double(microseconds) / 1e6
         var deadline = Monotonic.now() + window
         var round = 0
-        while Monotonic.now() < deadline {
+        while round & 15 != 0 || Monotonic.now() < deadline {  // the clock every 16 rounds
             var got = false
             for vector in own.indices {
                 if let n = try? own[vector].eventFD.tryConsume(), n > 0 {

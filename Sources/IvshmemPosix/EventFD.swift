@@ -45,14 +45,15 @@ public struct EventFD: Hashable, Sendable {
     public func trySignal(_ n: UInt64 = 1) throws -> Bool {
         guard try fd.waitWritable(timeoutMilliseconds: 0) else { return false }
         var value = n
-        do {
-            _ = try retryingSystemCall("write(eventfd)", detail: fd.description) {
-                Glibc.write(fd.rawValue, &value, MemoryLayout<UInt64>.size)
-            }
-        } catch let error as SystemCallError where error.errno == .wouldBlock {
-            return false
+        while true {
+            // EAGAIN is an answer here, not an error: no error value is built for it (this is
+            // the doorbell path).
+            if Glibc.write(fd.rawValue, &value, MemoryLayout<UInt64>.size) != -1 { return true }
+            let e = Errno.current
+            if e == .interrupted { continue }
+            if e == .wouldBlock { return false }
+            throw SystemCallError(call: "write(eventfd)", errno: e, detail: fd.description)
         }
-        return true
     }
 
     /// Whether `fd` is an eventfd: the kernel names its anonymous inode `[eventfd]` in
@@ -73,19 +74,20 @@ public struct EventFD: Hashable, Sendable {
     /// epoll already reported readable (one syscall instead of two). nil on `EAGAIN`.
     public func tryConsume() throws -> UInt64? {
         var value: UInt64 = 0
-        let n: Int
-        do {
-            n = try retryingSystemCall("read(eventfd)", detail: fd.description) {
-                Glibc.read(fd.rawValue, &value, MemoryLayout<UInt64>.size)
+        while true {
+            let n = Glibc.read(fd.rawValue, &value, MemoryLayout<UInt64>.size)
+            if n == MemoryLayout<UInt64>.size { return value }
+            if n == -1 {
+                // EAGAIN (nothing pending) is the common answer of a spinning reader: no error
+                // value is built for it.
+                let e = Errno.current
+                if e == .interrupted { continue }
+                if e == .wouldBlock { return nil }
+                throw SystemCallError(call: "read(eventfd)", errno: e, detail: fd.description)
             }
-        } catch let error as SystemCallError where error.errno == .wouldBlock {
-            return nil
-        }
-        // An eventfd always yields exactly 8 bytes; anything else is some other descriptor.
-        guard n == MemoryLayout<UInt64>.size else {
+            // An eventfd always yields exactly 8 bytes; anything else is some other descriptor.
             throw SystemCallError(call: "read(eventfd)", errno: .invalidArgument, detail: "\(fd): read \(n) bytes, not 8: not an eventfd")
         }
-        return value
     }
 
     /// Waits until the counter is non-zero, at most `timeoutMilliseconds` (-1: forever),
