@@ -8,7 +8,7 @@ BIN_DEBUG   := .build/debug/ivshmem2
 BIN_RELEASE := .build/release/ivshmem2
 PREFIX      ?= /usr/local
 
-.PHONY: all build release test demo deps tables bench bench-smoke conformance stress clean help fuzz test-sanitize guest
+.PHONY: all build release test demo uio deps tables bench bench-smoke conformance stress clean help fuzz test-sanitize guest
 
 all: build
 
@@ -19,6 +19,7 @@ help:
 	@echo "make bench    release build, run every benchmark against its baseline, write bench/"
 	@echo "make bench-smoke  the same benchmarks, tiny (CI: keeps the benchmark code from rotting)"
 	@echo "make install  PREFIX=/usr/local: libivshmem2.so, include/ivshmem2.h, lib/pkgconfig/ivshmem2.pc"
+	@echo "make uio      install into a temporary prefix, run UIO programs under LD_PRELOAD=libivshmem2-uio.so"
 	@echo "make drivers  install into a temporary prefix, build the example C drivers with pkg-config, run them"
 	@echo "make stress  STRESS_N=20: process/socket/simulation tests and the conformance suite, N rounds, next to two busy loops"
 	@echo "make fuzz     libFuzzer builds of the wire decoder, script parser and spec-table loader, FUZZ_SECONDS (120) each"
@@ -52,6 +53,7 @@ test: build
 	$(MAKE) bench-smoke
 	$(MAKE) drivers
 	$(MAKE) guest
+	$(MAKE) uio
 
 # Benchmarks: ratios against baselines measured in the same run (never timed assertions).
 # `bench` writes bench/results.json, bench/results.md and bench/latency.svg.
@@ -74,8 +76,10 @@ bench-smoke: deps tables
 LIB_CONFIG ?= release
 install: deps tables
 	$(SWIFT) build -c $(LIB_CONFIG) --product ivshmem2c $(SWIFT_FLAGS)
+	$(SWIFT) build -c $(LIB_CONFIG) --product ivshmem2uio $(SWIFT_FLAGS)
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
 	install -m 0755 .build/$(LIB_CONFIG)/libivshmem2c.so $(DESTDIR)$(PREFIX)/lib/libivshmem2.so
+	install -m 0755 .build/$(LIB_CONFIG)/libivshmem2uio.so $(DESTDIR)$(PREFIX)/lib/libivshmem2-uio.so
 	install -m 0644 Sources/CIvshmemTrap/include/ivshmem2.h $(DESTDIR)$(PREFIX)/include/ivshmem2.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' fixtures/drivers/ivshmem2.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/ivshmem2.pc
 
@@ -86,6 +90,14 @@ drivers: deps tables
 	@prefix=$$(mktemp -d /tmp/ivshmem2-prefix.XXXXXX) && \
 	$(MAKE) --no-print-directory install PREFIX=$$prefix LIB_CONFIG=debug && \
 	fixtures/drivers/run-drivers.sh $$prefix $(BIN_DEBUG); rc=$$?; rm -rf $$prefix; exit $$rc
+
+# UIO programs (fixtures/uio) built with the system cc, run unmodified under
+# LD_PRELOAD=libivshmem2-uio.so against our server: the uio_ivshmem view of an emulated device.
+uio: deps tables
+	$(SWIFT) build --product ivshmem2 $(SWIFT_FLAGS)
+	@prefix=$$(mktemp -d /tmp/ivshmem2-prefix.XXXXXX) && \
+	$(MAKE) --no-print-directory install PREFIX=$$prefix LIB_CONFIG=debug && \
+	fixtures/uio/run-uio.sh $$prefix $(BIN_DEBUG); rc=$$?; rm -rf $$prefix; exit $$rc
 
 # Timing-dependent tests under CPU contention (tools/stress.sh; STRESS_N rounds, default 20).
 stress: build

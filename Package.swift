@@ -14,6 +14,8 @@ let package = Package(
         .executable(name: "ivshmem2-bench", targets: ["ivshmem2-bench"]),
         // libivshmem2.so: the C API for guest drivers (include/ivshmem2.h; `make install`).
         .library(name: "ivshmem2c", type: .dynamic, targets: ["IvshmemC"]),
+        // libivshmem2-uio.so: the uio_ivshmem view for unmodified UIO programs (LD_PRELOAD; `make install`).
+        .library(name: "ivshmem2uio", type: .dynamic, targets: ["CIvshmemUIO"]),
         // Fuzz targets (`make fuzz` builds them with libFuzzer; a normal build replays files).
         .executable(name: "fuzz-wire", targets: ["fuzz-wire"]),
         .executable(name: "fuzz-script", targets: ["fuzz-script"]),
@@ -90,6 +92,12 @@ let package = Package(
             // The product is `ivshmem2c` (the executable already owns the name `ivshmem2`);
             // `make install` installs it as libivshmem2.so, the name drivers link against.
             .unsafeFlags(["-Xlinker", "-soname", "-Xlinker", "libivshmem2.so"]),
+        ]),
+
+        // The uio_ivshmem view (/dev/uio0, /sys/class/uio/uio0) over the C API, for LD_PRELOAD.
+        .target(name: "CIvshmemUIO", dependencies: ["IvshmemC"], linkerSettings: [
+            .linkedLibrary("dl"),
+            .unsafeFlags(["-Xlinker", "-soname", "-Xlinker", "libivshmem2-uio.so"]),
         ]),
 
         // Fuzzing (`make fuzz`): the targets as functions of bytes, and one thin executable each
