@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "IvshmemServer", targets: ["IvshmemServer"]),
         .library(name: "IvshmemTransport", targets: ["IvshmemTransport"]),
         .library(name: "IvshmemHarness", targets: ["IvshmemHarness"]),
+        .library(name: "IvshmemVirtio", targets: ["IvshmemVirtio"]),
         .executable(name: "ivshmem2-bench", targets: ["ivshmem2-bench"]),
         // libivshmem2.so: the C API for guest drivers (include/ivshmem2.h; `make install`).
         .library(name: "ivshmem2c", type: .dynamic, targets: ["IvshmemC"]),
@@ -59,8 +60,12 @@ let package = Package(
         .target(name: "IvshmemQEMUProxy", dependencies: ["IvshmemModel", "IvshmemPosix", "IvshmemSync"]),
         // Layer 5: the register-level test harness, scripts and their runner.
         .target(name: "IvshmemHarness", dependencies: [
-            "IvshmemModel", "IvshmemPlatform", "IvshmemTransport", "IvshmemServer", "IvshmemPosix", "IvshmemSpec", "IvshmemSync",
+            "IvshmemVirtio", "IvshmemModel", "IvshmemPlatform", "IvshmemTransport", "IvshmemServer", "IvshmemPosix", "IvshmemSpec", "IvshmemSync",
             .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Virtio over ivshmem: the back-end library, the front-end driver model, console and block.
+        .target(name: "IvshmemVirtio", dependencies: [
+            "IvshmemModel", "IvshmemPlatform", "IvshmemTransport", "IvshmemPosix", "IvshmemSync", "CIvshmemShim",
         ]),
         // libpci decoding of config-space dumps.
         .target(name: "IvshmemPCIDump", dependencies: ["CPCIShim", "CLibPCI"]),
@@ -120,6 +125,7 @@ let package = Package(
         .testTarget(name: "IvshmemQEMUProxyTests", dependencies: [
             "IvshmemQEMUProxy", "IvshmemModel", "IvshmemPosix", "IvshmemSync", "IvshmemServer", "IvshmemTransport",
         ]),
+        .testTarget(name: "IvshmemVirtioTests", dependencies: ["IvshmemVirtio", "IvshmemHarness", "IvshmemServer", "IvshmemPosix"]),
         .testTarget(name: "SpecCoverageTests", dependencies: ["IvshmemSpec"]),
         .testTarget(name: "FuzzRegressionTests", dependencies: ["IvshmemFuzz", "IvshmemHarness", "IvshmemSpec", "IvshmemWire"]),
     ]
