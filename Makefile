@@ -50,6 +50,7 @@ test: build
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
 	$(SWIFT) test --skip-build --no-parallel $(SWIFT_FLAGS) 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
 	$(BIN_DEBUG) conformance --junit .build/conformance.xml
+	$(BIN_DEBUG) conformance --dir fixtures/conformance-virtio --spec spec/virtio-ivshmem.md --junit .build/conformance-virtio.xml
 	$(MAKE) bench-smoke
 	$(MAKE) drivers
 	$(MAKE) guest
@@ -138,6 +139,7 @@ demo: build
 
 conformance: build
 	$(BIN_DEBUG) conformance
+	$(BIN_DEBUG) conformance --dir fixtures/conformance-virtio --spec spec/virtio-ivshmem.md
 
 clean:
 	rm -rf .build

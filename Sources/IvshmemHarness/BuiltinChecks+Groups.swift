@@ -1,6 +1,6 @@
 extension BuiltinChecks {
     /// The groups of built-in checks. Add a group's static array here.
-    static var groups: [[BuiltinCheck]] { [harnessChecks, deviceChecks, wireChecks, serverChecks] }
+    static var groups: [[BuiltinCheck]] { [harnessChecks, deviceChecks, wireChecks, serverChecks, virtioChecks] }
 
     /// Checks of the harness itself.
     static let harnessChecks: [BuiltinCheck] = [
