@@ -72,7 +72,7 @@ let package = Package(
 
         .executableTarget(name: "ivshmem2", dependencies: [
             "IvshmemModel", "IvshmemPlatform", "IvshmemServer", "IvshmemTransport", "IvshmemPosix", "IvshmemHarness", "IvshmemSync",
-            "IvshmemQEMUProxy",
+            "IvshmemQEMUProxy", "IvshmemVirtio",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "Logging", package: "swift-log"),
@@ -82,7 +82,7 @@ let package = Package(
         .target(name: "CBench", cSettings: [.unsafeFlags(["-O2"])]),
         .executableTarget(name: "ivshmem2-bench", dependencies: [
             "CBench", "IvshmemModel", "IvshmemPlatform", "IvshmemServer", "IvshmemTransport", "IvshmemPosix",
-            "IvshmemSpec", "CIvshmemShim",
+            "IvshmemSpec", "CIvshmemShim", "IvshmemVirtio",
             .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -10,19 +10,21 @@ public enum VirtioConsole {
     public static let queueSize: UInt16 = 64
 }
 
-/// The console's back-end: what the front-end transmits goes to `output`; `feed` queues bytes
-/// for the front-end's receive queue.
+/// The console's back-end: what the front-end transmits goes to `output` (and to
+/// `onTransmit`, if set); `feed` queues bytes for the front-end's receive queue.
 public final class ConsoleBackEnd: VirtioDeviceImplementation, @unchecked Sendable {
     public let deviceID = VirtioDeviceID.console
     public let deviceFeatures = VirtioConsole.featureSize
     public let queueSizes = [VirtioConsole.queueSize, VirtioConsole.queueSize]
     public var columns: UInt16
     public var rows: UInt16
-    private let output: FileDescriptor
+    private let output: FileDescriptor?
+    /// Called on the back-end's thread with every transmitted buffer (an echo feeds them back).
+    public var onTransmit: (([UInt8], VirtioBackend) -> Void)?
     private var pending: [UInt8] = []
     public private(set) var bytesTransmitted = 0
 
-    public init(output: FileDescriptor, columns: UInt16 = 80, rows: UInt16 = 25) {
+    public init(output: FileDescriptor?, columns: UInt16 = 80, rows: UInt16 = 25) {
         self.output = output
         self.columns = columns
         self.rows = rows
@@ -40,17 +42,19 @@ public final class ConsoleBackEnd: VirtioDeviceImplementation, @unchecked Sendab
 
     public func queueNotified(_ queue: DeviceQueue, backend: VirtioBackend) {
         if queue.index == VirtioConsole.transmitQueue {
+            var received: [UInt8] = []
             var any = false
             while let chain = queue.pop() {
-                for b in chain.readable {
-                    let bytes = backend.endpoint.rw.bytes(at: b.offset, count: b.length)
-                    try? output.writeAll(bytes)
-                    bytesTransmitted += bytes.count
-                }
+                for b in chain.readable { received += backend.endpoint.rw.bytes(at: b.offset, count: b.length) }
                 queue.push(head: chain.head, written: 0)
                 any = true
             }
             if any { backend.notify(queue) }
+            bytesTransmitted += received.count
+            if !received.isEmpty {
+                try? output?.writeAll(received)
+                onTransmit?(received, backend)
+            }
         } else {
             deliver(backend)
         }
@@ -131,14 +135,28 @@ public final class ConsoleDriver: @unchecked Sendable {
     /// The next bytes the back-end delivered (waits up to `timeout`); the buffer is re-posted.
     public func read(timeout: Double = 10) throws -> [UInt8] {
         let used = try frontend.waitForUsed(receive, timeout: timeout)
-        guard let b = receiveBuffers[used.head] else { return [] }
-        let n = min(Int(used.written), bufferSize)
-        let bytes = frontend.endpoint.rw.bytes(at: b, count: n)
-        if let head = receive.add([VirtioBuffer(offset: b, length: bufferSize, writable: true)]) {
-            receiveBuffers.removeValue(forKey: used.head)
-            receiveBuffers[head] = b
-        }
+        let bytes = reclaim(used)
         frontend.kick(receive)
+        return bytes
+    }
+
+    /// Everything delivered so far, without waiting (empty when nothing was).
+    public func drain() -> [UInt8] {
+        var out: [UInt8] = []
+        var any = false
+        while let used = receive.takeUsed() {
+            out += reclaim(used)
+            any = true
+        }
+        if any { frontend.kick(receive) }
+        return out
+    }
+
+    /// The bytes of a used receive buffer; the buffer goes back on the ring.
+    private func reclaim(_ used: (head: UInt16, written: UInt32)) -> [UInt8] {
+        guard let b = receiveBuffers.removeValue(forKey: used.head) else { return [] }
+        let bytes = frontend.endpoint.rw.bytes(at: b, count: min(Int(used.written), bufferSize))
+        if let head = receive.add([VirtioBuffer(offset: b, length: bufferSize, writable: true)]) { receiveBuffers[head] = b }
         return bytes
     }
 

@@ -145,6 +145,35 @@ struct Runner {
             }
         }
 
+        // 5. Virtio over ivshmem.
+        if options.wants("virtio") {
+            writeErr("virtio over ivshmem…\n")
+            do {
+                let (blocks, console) = try VirtioBench(bytesPerMeasurement: smoke ? 1 << 20 : 64 << 20, roundTrips: smoke ? 200 : 5000).run()
+                var entries: [JSON] = []
+                for r in blocks {
+                    let ratio = r.oursMBps / r.fileMBps
+                    rows.append(Row(section: "5. virtio over ivshmem", item: "block sequential \(r.direction), \(r.request >> 10) KiB requests",
+                                    ours: "\(format(r.oursMBps, 1)) MB/s", baseline: "\(format(r.fileMBps, 1)) MB/s file \(r.direction == "write" ? "pwrite" : "pread")",
+                                    ratio: ratio, target: "—", met: nil))
+                    entries.append(.object(["request_bytes": .number(Double(r.request)), "direction": .string(r.direction),
+                                            "ours_MBps": .number(r.oursMBps), "file_MBps": .number(r.fileMBps), "ratio": .number(ratio)]))
+                }
+                for pct in [50.0, 99.0] {
+                    let ours = console.percentile(console.oursUS, pct), pipe = console.percentile(console.pipeUS, pct)
+                    rows.append(Row(section: "5. virtio over ivshmem", item: "console byte round trip p\(Int(pct))",
+                                    ours: "\(format(ours, 1)) µs", baseline: "\(format(pipe, 1)) µs pipe echo",
+                                    ratio: ours / pipe, target: "—", met: nil))
+                }
+                entries.append(.object(["console_samples": .number(Double(console.samples)),
+                                        "console_p50_us": .number(console.percentile(console.oursUS, 50)), "console_p99_us": .number(console.percentile(console.oursUS, 99)),
+                                        "pipe_p50_us": .number(console.percentile(console.pipeUS, 50)), "pipe_p99_us": .number(console.percentile(console.pipeUS, 99))]))
+                json["virtio"] = .array(entries)
+            } catch {
+                failures.append("virtio: \(error)")
+            }
+        }
+
         let elapsed = Monotonic.now() - started
         let table = Report.table(rows: rows, machine: machine, smoke: smoke, elapsed: elapsed)
         writeOut(table)

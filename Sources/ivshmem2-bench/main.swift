@@ -36,10 +36,10 @@ default:
             options.outputDirectory = arguments[i]
         case "--only":
             i += 1
-            guard i < arguments.count else { fail("--only needs doorbell,registers,server,copy") }
+            guard i < arguments.count else { fail("--only needs doorbell,registers,server,copy,virtio") }
             options.only = Set(arguments[i].split(separator: ",").map(String.init))
         case "-h", "--help":
-            writeOut("usage: ivshmem2-bench [--smoke] [--out DIR] [--only doorbell,registers,server,copy]\n")
+            writeOut("usage: ivshmem2-bench [--smoke] [--out DIR] [--only doorbell,registers,server,copy,virtio]\n")
             exit(0)
         default: fail("unknown argument '\(arguments[i])'")
         }

@@ -13,5 +13,6 @@ extension Ivshmem2 {
         SimulationWorkerCommand.self,
         DumpConfigCommand.self,
         QEMUCommand.self,
+        VirtioCommand.self,
     ]
 }
