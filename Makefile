@@ -8,7 +8,7 @@ BIN_DEBUG   := .build/debug/ivshmem2
 BIN_RELEASE := .build/release/ivshmem2
 PREFIX      ?= /usr/local
 
-.PHONY: all build release test demo uio deps tables bench bench-smoke conformance stress clean help fuzz test-sanitize guest
+.PHONY: all build release test demo uio virtio-drivers deps tables bench bench-smoke conformance stress clean help fuzz test-sanitize guest
 
 all: build
 
@@ -20,6 +20,7 @@ help:
 	@echo "make bench-smoke  the same benchmarks, tiny (CI: keeps the benchmark code from rotting)"
 	@echo "make install  PREFIX=/usr/local: libivshmem2.so, include/ivshmem2.h, lib/pkgconfig/ivshmem2.pc"
 	@echo "make uio      install into a temporary prefix, run UIO programs under LD_PRELOAD=libivshmem2-uio.so"
+	@echo "make virtio-drivers  the C virtio front-end (ivshmem2_virtio.h) against ivshmem2 virtio back-ends"
 	@echo "make drivers  install into a temporary prefix, build the example C drivers with pkg-config, run them"
 	@echo "make stress  STRESS_N=20: process/socket/simulation tests and the conformance suite, N rounds, next to two busy loops"
 	@echo "make fuzz     libFuzzer builds of the wire decoder, script parser and spec-table loader, FUZZ_SECONDS (120) each"
@@ -55,6 +56,7 @@ test: build
 	$(MAKE) drivers
 	$(MAKE) guest
 	$(MAKE) uio
+	$(MAKE) virtio-drivers
 
 # Benchmarks: ratios against baselines measured in the same run (never timed assertions).
 # `bench` writes bench/results.json, bench/results.md and bench/latency.svg.
@@ -82,6 +84,7 @@ install: deps tables
 	install -m 0755 .build/$(LIB_CONFIG)/libivshmem2c.so $(DESTDIR)$(PREFIX)/lib/libivshmem2.so
 	install -m 0755 .build/$(LIB_CONFIG)/libivshmem2uio.so $(DESTDIR)$(PREFIX)/lib/libivshmem2-uio.so
 	install -m 0644 Sources/CIvshmemTrap/include/ivshmem2.h $(DESTDIR)$(PREFIX)/include/ivshmem2.h
+	install -m 0644 Sources/CIvshmemVirtioAPI/include/ivshmem2_virtio.h $(DESTDIR)$(PREFIX)/include/ivshmem2_virtio.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' fixtures/drivers/ivshmem2.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/ivshmem2.pc
 
 # Example drivers (fixtures/drivers): install into a temporary prefix, build them outside the
@@ -99,6 +102,14 @@ uio: deps tables
 	@prefix=$$(mktemp -d /tmp/ivshmem2-prefix.XXXXXX) && \
 	$(MAKE) --no-print-directory install PREFIX=$$prefix LIB_CONFIG=debug && \
 	fixtures/uio/run-uio.sh $$prefix $(BIN_DEBUG); rc=$$?; rm -rf $$prefix; exit $$rc
+
+# The virtio front-end driver model of the C API (ivshmem2_virtio.h), built outside the repository
+# with pkg-config, against `ivshmem2 virtio --backend` processes (fixtures/virtio).
+virtio-drivers: deps tables
+	$(SWIFT) build --product ivshmem2 $(SWIFT_FLAGS)
+	@prefix=$$(mktemp -d /tmp/ivshmem2-prefix.XXXXXX) && \
+	$(MAKE) --no-print-directory install PREFIX=$$prefix LIB_CONFIG=debug && \
+	fixtures/virtio/run-virtio-c.sh $$prefix $(BIN_DEBUG); rc=$$?; rm -rf $$prefix; exit $$rc
 
 # Timing-dependent tests under CPU contention (tools/stress.sh; STRESS_N rounds, default 20).
 stress: build

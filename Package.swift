@@ -90,8 +90,10 @@ let package = Package(
         // The C API for guest drivers: @_cdecl exports (IvshmemC) over a C part (CIvshmemTrap:
         // the public header, trapped MMIO windows with an x86-64 MOV decoder, mmap helpers).
         .target(name: "CIvshmemTrap"),
+        // ivshmem2_virtio.h: the C API's virtio front-end block (a module of its own).
+        .target(name: "CIvshmemVirtioAPI", dependencies: ["CIvshmemTrap"]),
         .target(name: "IvshmemC", dependencies: [
-            "CIvshmemTrap", "IvshmemModel", "IvshmemPlatform", "IvshmemTransport", "IvshmemServer", "IvshmemPosix", "IvshmemSync",
+            "CIvshmemTrap", "CIvshmemVirtioAPI", "IvshmemVirtio", "IvshmemModel", "IvshmemPlatform", "IvshmemTransport", "IvshmemServer", "IvshmemPosix", "IvshmemSync",
             .product(name: "Logging", package: "swift-log"),
         ], linkerSettings: [
             // The product is `ivshmem2c` (the executable already owns the name `ivshmem2`);

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import IvshmemHarness
 import IvshmemPosix
 import IvshmemServer
@@ -89,5 +92,36 @@ final class VirtioServer {
         #expect(SplitRingLayout(size: 8, desc: 0, avail: 8192, used: 12288).problem(in: rw, headerSize: 88)?.requirement == "VIRTIO-Q-3")
         #expect(SplitRingLayout(size: 8, desc: 4096, avail: 8192, used: 65530).problem(in: rw, headerSize: 88)?.requirement == "VIRTIO-Q-3")
         #expect(VirtioDeviceID.of(protocol: 0xC003) == 3 && VirtioDeviceID.of(protocol: 0x8002) == 2)
+    }
+}
+
+/// The `ivshmem2 virtio console` tool: two processes, lines both ways through their pipes.
+@Suite(.serialized) struct VirtioToolTests {
+    /// The ivshmem2 executable next to the test bundle.
+    func tool() throws -> String {
+        let dir = try SpawnedProcess.currentExecutablePath().split(separator: "/", omittingEmptySubsequences: false).dropLast()
+        return (dir.last?.hasSuffix(".xctest") == true ? dir.dropLast() : dir).joined(separator: "/") + "/ivshmem2"
+    }
+
+    @Test("ivshmem2 virtio console --backend and --frontend carry lines both ways between two processes (VIRTIO-CON-1 VIRTIO-STATE-1 VIRTIO-STATE-2)")
+    func consoleProcesses() throws {
+        let s = try VirtioServer(deviceID: VirtioDeviceID.console)
+        let back = try LineProcess(name: "back-end", executable: try tool(), arguments: ["virtio", "console", "--backend", "-S", s.path])
+        defer { _ = try? back.finish(signal: SIGKILL) }
+        // The back-end must be peer 0: start the front-end once the back-end announced itself.
+        var announced = ""
+        let ready = Monotonic.poll(timeout: 20) {
+            announced += back.drainStandardError()
+            return announced.contains("virtio: back-end for device 3")
+        }
+        #expect(ready, "back-end said: \(announced)")
+        let front = try LineProcess(name: "front-end", executable: try tool(), arguments: ["virtio", "console", "--frontend", "-S", s.path])
+        defer { _ = try? front.finish(signal: SIGKILL) }
+        try front.send("hello from the front-end")
+        #expect(try back.expect("hello from the front-end") == "hello from the front-end")
+        try back.send("hello from the back-end")
+        #expect(try front.expect("hello from the back-end") == "hello from the back-end")
+        #expect(try front.finish(signal: SIGTERM) == .exited(0))
+        #expect(try back.finish(signal: SIGTERM) == .exited(0))
     }
 }
