@@ -31,7 +31,8 @@
  * count; write() fails with EIO (uio_ivshmem has no irqcontrol); close() writes State = 0.
  * Re-arming is the program's job: write 1 to Interrupt Control through map0.
  *
- * Not covered: dup()/fork() of /dev/uio0 (the copy is a plain eventfd), partial munmap of a map,
+ * Not covered: dup()/fork() of /dev/uio0 (the copy is a plain eventfd; a forked child leaves the
+ * device to its parent), partial munmap of a map,
  * relative paths into /sys/class/uio, scandir/nftw (glibc opens directories internally there).
  */
 #define _GNU_SOURCE
@@ -144,6 +145,7 @@ static struct {
     char paths[64][160];         /* created entries, removed in reverse order at exit */
     unsigned path_count;
     int findings_fd;
+    pid_t owner;                 /* the process that attached; a forked child must not detach */
     void *mapping_addr[MAX_MAPPINGS];
 } uio = { .lock = PTHREAD_MUTEX_INITIALIZER, .findings_fd = 2 };
 
@@ -280,6 +282,7 @@ static int bring_up(const char *socket_path) {
         int fd = REAL(open)(env, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (fd >= 0) uio.findings_fd = fd;
     }
+    uio.owner = getpid();
     TRY(ivshmem2_platform_create(0, &uio.platform), "creating the platform");
     TRY(ivshmem2_device_attach(uio.platform, 0, PCI_SLOT_NO, 0, socket_path, &options, &uio.device), "attaching");
     TRY(ivshmem2_device_get_info(uio.device, &uio.info), "reading the device info");
@@ -405,6 +408,9 @@ static int device_ready(void) {
 
 __attribute__((destructor)) static void shut_down(void) {
     if (__atomic_load_n(&uio.state, __ATOMIC_ACQUIRE) == 0) return;
+    /* A child forked after the bring-up has the parent's memory but not its threads: detaching
+     * there would wait for an event thread that does not exist. The parent cleans up. */
+    if (getpid() != uio.owner) return;
     if (uio.platform) ivshmem2_platform_destroy(uio.platform);
     uio.platform = NULL;
     tree_remove();
