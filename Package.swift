@@ -102,7 +102,8 @@ let package = Package(
         ]),
 
         // The uio_ivshmem view (/dev/uio0, /sys/class/uio/uio0) over the C API, for LD_PRELOAD.
-        .target(name: "CIvshmemUIO", dependencies: ["IvshmemC"], linkerSettings: [
+        // It loads libivshmem2.so at run time (no link dependency: its symbols stay its own).
+        .target(name: "CIvshmemUIO", linkerSettings: [
             .linkedLibrary("dl"),
             .unsafeFlags(["-Xlinker", "-soname", "-Xlinker", "libivshmem2-uio.so"]),
         ]),

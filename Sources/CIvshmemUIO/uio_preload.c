@@ -6,7 +6,8 @@
  *
  * Optional: IVSHMEM2_UIO_PROFILE (spec | jailhouse | qemu-rfc), IVSHMEM2_UIO_INTX=1 (INTx instead of
  * MSI-X), IVSHMEM2_UIO_CHECKING=0 (no findings), IVSHMEM2_UIO_FINDINGS=FILE (append findings there
- * instead of standard error). Without IVSHMEM2_UIO_SOCKET every call goes to the real libc.
+ * instead of standard error), IVSHMEM2_UIO_LIBRARY (the libivshmem2 to load; default: the one
+ * next to this library). Without IVSHMEM2_UIO_SOCKET every call goes to the real libc.
  *
  * The "kernel side" (what uio_ivshmem's probe does) runs the first time the program touches
  * /dev/uio0 or /sys/class/uio: the library attaches an emulated device (libivshmem2) to the server,
@@ -53,7 +54,46 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include <ivshmem2.h>
+#include "../CIvshmemTrap/include/ivshmem2.h"
+
+/* ---- libivshmem2, loaded on first use -----------------------------------------------------
+ * The preload is built on the C API: it dlopen()s libivshmem2.so from its own directory (or
+ * $IVSHMEM2_UIO_LIBRARY) the first time the program touches a UIO path, so programs that never
+ * do load nothing but this file. */
+
+#define API_FUNCTIONS(X) X(device_options_init) X(platform_create) X(device_attach) X(device_get_info) \
+    X(set_finding_handler) X(config_read) X(config_write) X(mmio_read) X(mmio_write) X(set_interrupt_handler) \
+    X(mmio_map) X(shm_map) X(unmap) X(platform_destroy) X(format_finding) X(status_name) X(last_error)
+#define API_FIELD(name) __typeof__(ivshmem2_##name) *name;
+static struct { API_FUNCTIONS(API_FIELD) } api;
+#undef API_FIELD
+
+static void say(const char *fmt, ...);
+
+/* Loads libivshmem2 and resolves every function; 0 on success. */
+static int load_api(void) {
+    char candidates[4][4096];
+    int n = 0;
+    const char *override = getenv("IVSHMEM2_UIO_LIBRARY");
+    if (override && *override) snprintf(candidates[n++], sizeof candidates[0], "%s", override);
+    Dl_info self;
+    if (dladdr((void *)&load_api, &self) && self.dli_fname) {
+        const char *slash = strrchr(self.dli_fname, '/');
+        int dir = slash ? (int)(slash - self.dli_fname) : 0;
+        /* Installed: libivshmem2.so next to libivshmem2-uio.so; in a build tree: libivshmem2c.so. */
+        snprintf(candidates[n++], sizeof candidates[0], "%.*s/libivshmem2.so", dir, self.dli_fname);
+        snprintf(candidates[n++], sizeof candidates[0], "%.*s/libivshmem2c.so", dir, self.dli_fname);
+    }
+    snprintf(candidates[n++], sizeof candidates[0], "libivshmem2.so");
+    void *lib = NULL;
+    for (int i = 0; i < n && !lib; i++) lib = dlopen(candidates[i], RTLD_NOW | RTLD_LOCAL);
+    if (!lib) { say("ivshmem2-uio: cannot load libivshmem2 (set IVSHMEM2_UIO_LIBRARY): %s\n", dlerror()); return -1; }
+#define API_RESOLVE(name) if (!(api.name = (__typeof__(ivshmem2_##name) *)dlsym(lib, "ivshmem2_" #name))) { \
+        say("ivshmem2-uio: libivshmem2 has no ivshmem2_%s\n", #name); return -1; }
+    API_FUNCTIONS(API_RESOLVE)
+#undef API_RESOLVE
+    return 0;
+}
 
 #define UIO_MAJOR 243
 #define MAX_OPEN 16
@@ -163,10 +203,10 @@ static void say(const char *fmt, ...) {
 }
 
 static int cfg_read(uint16_t off, unsigned size, uint32_t *v) {
-    return ivshmem2_config_read(uio.platform, 0, PCI_SLOT_NO, 0, off, size, v);
+    return api.config_read(uio.platform, 0, PCI_SLOT_NO, 0, off, size, v);
 }
 static int cfg_write(uint16_t off, unsigned size, uint32_t v) {
-    return ivshmem2_config_write(uio.platform, 0, PCI_SLOT_NO, 0, off, size, v);
+    return api.config_write(uio.platform, 0, PCI_SLOT_NO, 0, off, size, v);
 }
 
 /* Any vector: one event. Runs on the device's event thread (or the ringing thread). */
@@ -183,7 +223,7 @@ static void on_interrupt(void *context, const ivshmem2_interrupt *irq) {
 static void on_finding(void *context, const ivshmem2_finding *finding) {
     (void)context;
     char line[512];
-    ivshmem2_format_finding(finding, line, sizeof line);
+    api.format_finding(finding, line, sizeof line);
     say("ivshmem2-uio: finding %s\n", line);
 }
 
@@ -269,12 +309,13 @@ static int build_tree(void) {
 /* ---- bring-up: what uio_ivshmem's probe does ------------------------------------------------ */
 
 #define TRY(call, what) do { int rc_ = (call); if (rc_ != IVSHMEM2_OK) { \
-    say("ivshmem2-uio: %s failed: %s: %s\n", what, ivshmem2_status_name(rc_), ivshmem2_last_error()); return -1; } } while (0)
+    say("ivshmem2-uio: %s failed: %s: %s\n", what, api.status_name(rc_), api.last_error()); return -1; } } while (0)
 
 static int bring_up(const char *socket_path) {
     const char *env;
+    if (load_api() != 0) return -1;
     ivshmem2_device_options options;
-    ivshmem2_device_options_init(&options);
+    api.device_options_init(&options);
     if ((env = getenv("IVSHMEM2_UIO_PROFILE")) && *env) options.profile = env;
     if ((env = getenv("IVSHMEM2_UIO_INTX")) && atoi(env) == 1) options.intx_pin = 1;
     if ((env = getenv("IVSHMEM2_UIO_CHECKING")) && atoi(env) == 0) options.checking = 0;
@@ -283,10 +324,10 @@ static int bring_up(const char *socket_path) {
         if (fd >= 0) uio.findings_fd = fd;
     }
     uio.owner = getpid();
-    TRY(ivshmem2_platform_create(0, &uio.platform), "creating the platform");
-    TRY(ivshmem2_device_attach(uio.platform, 0, PCI_SLOT_NO, 0, socket_path, &options, &uio.device), "attaching");
-    TRY(ivshmem2_device_get_info(uio.device, &uio.info), "reading the device info");
-    ivshmem2_set_finding_handler(uio.device, on_finding, NULL);
+    TRY(api.platform_create(0, &uio.platform), "creating the platform");
+    TRY(api.device_attach(uio.platform, 0, PCI_SLOT_NO, 0, socket_path, &options, &uio.device), "attaching");
+    TRY(api.device_get_info(uio.device, &uio.info), "reading the device info");
+    api.set_finding_handler(uio.device, on_finding, NULL);
 
     uint32_t v, cap, vcap = 0, msix = 0;
     TRY(cfg_read(0x34, 1, &cap), "reading the capability pointer");
@@ -344,8 +385,8 @@ static int bring_up(const char *socket_path) {
     uint64_t out_size = lo | (uint64_t)hi << 32;
     uint32_t id = 0, max_peers = 0;
     uint64_t value;
-    TRY(ivshmem2_mmio_read(uio.platform, BAR0_PHYS + 0, 4, &value), "reading ID"); id = (uint32_t)value;
-    TRY(ivshmem2_mmio_read(uio.platform, BAR0_PHYS + 4, 4, &value), "reading Maximum Peers"); max_peers = (uint32_t)value;
+    TRY(api.mmio_read(uio.platform, BAR0_PHYS + 0, 4, &value), "reading ID"); id = (uint32_t)value;
+    TRY(api.mmio_read(uio.platform, BAR0_PHYS + 4, 4, &value), "reading Maximum Peers"); max_peers = (uint32_t)value;
 
     unsigned k = 0;
     uio.maps[k++] = (struct uio_map){ "registers", BAR0_PHYS, bar_size[0], 1 };
@@ -363,7 +404,7 @@ static int bring_up(const char *socket_path) {
 
     /* One-shot interrupts, then every vector as one event source. */
     TRY(cfg_write((uint16_t)(vcap + 3), 1, 1), "setting one-shot mode");
-    TRY(ivshmem2_set_interrupt_handler(uio.platform, on_interrupt, NULL), "installing the interrupt handler");
+    TRY(api.set_interrupt_handler(uio.platform, on_interrupt, NULL), "installing the interrupt handler");
     if (msix && !options.intx_pin) {
         uint32_t ctl, table;
         TRY(cfg_read((uint16_t)(msix + 2), 2, &ctl), "reading MSI-X control");
@@ -371,10 +412,10 @@ static int bring_up(const char *socket_path) {
         uio.vectors = (ctl & 0x7FF) + 1;
         uint64_t base = BAR1_PHYS + (table & ~7u);
         for (unsigned i = 0; i < uio.vectors; i++) {
-            TRY(ivshmem2_mmio_write(uio.platform, base + 16 * i + 0, 4, MSI_ADDRESS), "programming MSI-X");
-            TRY(ivshmem2_mmio_write(uio.platform, base + 16 * i + 4, 4, 0), "programming MSI-X");
-            TRY(ivshmem2_mmio_write(uio.platform, base + 16 * i + 8, 4, 0x4000u | i), "programming MSI-X");
-            TRY(ivshmem2_mmio_write(uio.platform, base + 16 * i + 12, 4, 0), "programming MSI-X");
+            TRY(api.mmio_write(uio.platform, base + 16 * i + 0, 4, MSI_ADDRESS), "programming MSI-X");
+            TRY(api.mmio_write(uio.platform, base + 16 * i + 4, 4, 0), "programming MSI-X");
+            TRY(api.mmio_write(uio.platform, base + 16 * i + 8, 4, 0x4000u | i), "programming MSI-X");
+            TRY(api.mmio_write(uio.platform, base + 16 * i + 12, 4, 0), "programming MSI-X");
         }
         TRY(cfg_write((uint16_t)(msix + 2), 2, ctl | 0x8000), "enabling MSI-X");
         uio.msix = 1;
@@ -411,7 +452,7 @@ __attribute__((destructor)) static void shut_down(void) {
     /* A child forked after the bring-up has the parent's memory but not its threads: detaching
      * there would wait for an event thread that does not exist. The parent cleans up. */
     if (getpid() != uio.owner) return;
-    if (uio.platform) ivshmem2_platform_destroy(uio.platform);
+    if (uio.platform) api.platform_destroy(uio.platform);
     uio.platform = NULL;
     tree_remove();
 }
@@ -547,7 +588,7 @@ int close(int fd) {
     int slot = slot_of(fd);
     if (slot >= 0) {
         /* uio_ivshmem's release: State = 0. */
-        ivshmem2_mmio_write(uio.platform, BAR0_PHYS + REG_STATE, 4, 0);
+        api.mmio_write(uio.platform, BAR0_PHYS + REG_STATE, 4, 0);
         __atomic_store_n(&open_fds[slot], 0, __ATOMIC_SEQ_CST);
     }
     return REAL(close)(fd);
@@ -562,10 +603,10 @@ static void *map_device(size_t length, int prot, int fd, off_t offset) {
     if (length > mapped) { errno = EINVAL; return MAP_FAILED; }
     uint64_t len = (length + (uint64_t)page - 1) & ~(uint64_t)(page - 1);
     void *host = NULL;
-    int rc = m->is_registers ? ivshmem2_mmio_map(uio.platform, m->phys, len, 0, &host)
-                             : ivshmem2_shm_map(uio.platform, m->phys, len > m->size ? m->size : len, 0, &host);
+    int rc = m->is_registers ? api.mmio_map(uio.platform, m->phys, len, 0, &host)
+                             : api.shm_map(uio.platform, m->phys, len > m->size ? m->size : len, 0, &host);
     if (rc != IVSHMEM2_OK) {
-        say("ivshmem2-uio: mmap of %s (fd %d) failed: %s\n", m->name, fd, ivshmem2_last_error());
+        say("ivshmem2-uio: mmap of %s (fd %d) failed: %s\n", m->name, fd, api.last_error());
         errno = rc == IVSHMEM2_ENOSPC ? ENOMEM : EINVAL;
         return MAP_FAILED;
     }
@@ -593,7 +634,7 @@ int munmap(void *addr, size_t length) {
         pthread_mutex_lock(&uio.lock);
         for (int i = 0; i < MAX_MAPPINGS; i++) if (uio.mapping_addr[i] == addr) { uio.mapping_addr[i] = NULL; found = 1; break; }
         pthread_mutex_unlock(&uio.lock);
-        if (found) return ivshmem2_unmap(uio.platform, addr) == IVSHMEM2_OK ? 0 : (errno = EINVAL, -1);
+        if (found) return api.unmap(uio.platform, addr) == IVSHMEM2_OK ? 0 : (errno = EINVAL, -1);
     }
     return REAL(munmap)(addr, length);
 }

@@ -8,4 +8,5 @@
 #define IVSHMEM2_UIO_ENV_INTX "IVSHMEM2_UIO_INTX"         /* 1: INTx instead of MSI-X */
 #define IVSHMEM2_UIO_ENV_CHECKING "IVSHMEM2_UIO_CHECKING" /* 0: no findings */
 #define IVSHMEM2_UIO_ENV_FINDINGS "IVSHMEM2_UIO_FINDINGS" /* findings go to this file, not stderr */
+#define IVSHMEM2_UIO_ENV_LIBRARY "IVSHMEM2_UIO_LIBRARY"   /* libivshmem2 to load (default: next to this library) */
 #endif
