@@ -83,6 +83,8 @@ let package = Package(
         .executableTarget(name: "ivshmem2-bench", dependencies: [
             "CBench", "IvshmemModel", "IvshmemPlatform", "IvshmemServer", "IvshmemTransport", "IvshmemPosix",
             "IvshmemSpec", "CIvshmemShim", "IvshmemVirtio",
+            // The C API (its header and libivshmem2's code) for the trapped-window rows.
+            "CIvshmemTrap", "IvshmemC",
             .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "Logging", package: "swift-log"),
         ]),

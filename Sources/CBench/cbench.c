@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -64,12 +65,21 @@ int cb_clear_cloexec(int fd) {
 
 // --- ping-pong -------------------------------------------------------------------------
 
-static int wait_read(int fd, int busy, uint64_t *value) {
+/// Reads the eventfd `fd` as `mode` says. A spinning wait reads non-blocking until `spin_ns`
+/// have passed since it began, then sleeps in poll() like a blocking one.
+static int wait_read(int fd, cb_wait_mode mode, uint64_t spin_ns, uint64_t *value) {
+    uint64_t deadline = mode == CB_WAIT_SPIN_THEN_BLOCK ? cb_now_ns() + spin_ns : 0;
     for (;;) {
         ssize_t r = read(fd, value, 8);
         if (r == 8) return 0;
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0 && errno == EAGAIN && busy) continue;
+        if (r < 0 && errno == EAGAIN && mode == CB_WAIT_BUSY) continue;
+        if (r < 0 && errno == EAGAIN && mode == CB_WAIT_SPIN_THEN_BLOCK) {
+            if (cb_now_ns() < deadline) continue;
+            struct pollfd p = { .fd = fd, .events = POLLIN };
+            if (poll(&p, 1, -1) < 0 && errno != EINTR) return -1;
+            continue;
+        }
         return -1;
     }
 }
@@ -83,18 +93,19 @@ static int signal_fd(int fd, uint64_t v) {
     }
 }
 
-long cb_pingpong_echo(int rx, int tx, int busy) {
+long cb_pingpong_echo(int rx, int tx, cb_wait_mode mode, uint64_t spin_ns) {
     long n = 0;
     for (;;) {
         uint64_t v;
-        if (wait_read(rx, busy, &v) != 0) return -1;
+        if (wait_read(rx, mode, spin_ns, &v) != 0) return -1;
         if (v >= CB_STOP_VALUE) return n;
         if (signal_fd(tx, 1) != 0) return -1;
         n++;
     }
 }
 
-long cb_pingpong_initiate(int rx, int tx, long iterations, uint64_t budget_ns, int busy, uint64_t *samples) {
+long cb_pingpong_initiate(int rx, int tx, long iterations, uint64_t budget_ns, cb_wait_mode mode, uint64_t spin_ns,
+                          uint64_t *samples) {
     uint64_t start = cb_now_ns();
     long i = 0;
     for (; i < iterations; i++) {
@@ -102,11 +113,32 @@ long cb_pingpong_initiate(int rx, int tx, long iterations, uint64_t budget_ns, i
         if (t0 - start > budget_ns) break;
         if (signal_fd(tx, 1) != 0) return -1;
         uint64_t v;
-        if (wait_read(rx, busy, &v) != 0) return -1;
+        if (wait_read(rx, mode, spin_ns, &v) != 0) return -1;
         samples[i] = cb_now_ns() - t0;
     }
     signal_fd(tx, CB_STOP_VALUE);
     return i;
+}
+
+// --- plain loads and stores ------------------------------------------------------------
+
+uint32_t cb_load32(const volatile void *p) { return *(const volatile uint32_t *)p; }
+
+void cb_store32(volatile void *p, uint32_t value) { *(volatile uint32_t *)p = value; }
+
+uint64_t cb_load32_bench(const volatile void *p, long iterations, uint64_t *checksum) {
+    uint64_t sum = 0;
+    uint64_t t0 = cb_now_ns();
+    for (long i = 0; i < iterations; i++) sum += *(const volatile uint32_t *)p;
+    uint64_t t1 = cb_now_ns();
+    *checksum = sum;
+    return t1 - t0;
+}
+
+uint64_t cb_store32_bench(volatile void *p, uint32_t value, long iterations) {
+    uint64_t t0 = cb_now_ns();
+    for (long i = 0; i < iterations; i++) *(volatile uint32_t *)p = value;
+    return cb_now_ns() - t0;
 }
 
 // --- register dispatcher -----------------------------------------------------------------

@@ -85,7 +85,7 @@ enum Report {
             let x0 = left + Double(pi) * (panelW + gap), y0 = top
             func px(_ x: Double) -> Double { x0 + x / 4 * panelW }
             func py(_ us: Double) -> Double { y0 + panelH - (log10(max(us, 0.05)) - yMin) / (yMax - yMin) * panelH }
-            s += "<text x=\"\(x0)\" y=\"\(y0 - 6)\" font-weight=\"bold\">\(mode == "spin" ? "spin-then-block (baseline: C busy-poll)" : "blocking (baseline: C blocking read)")</text>\n"
+            s += "<text x=\"\(x0)\" y=\"\(y0 - 6)\" font-weight=\"bold\">\(mode == "spin" ? "spin-then-block (baseline: C busy-poll; same-cpu: C spin-then-block)" : "blocking (baseline: C blocking read)")</text>\n"
             s += "<rect x=\"\(x0)\" y=\"\(y0)\" width=\"\(panelW)\" height=\"\(panelH)\" fill=\"none\" stroke=\"#333\"/>\n"
             for (x, label) in [(0.0, "0%"), (1.0, "90%"), (2.0, "99%"), (3.0, "99.9%"), (4.0, "99.99%")] {
                 s += "<line x1=\"\(px(x))\" y1=\"\(y0)\" x2=\"\(px(x))\" y2=\"\(y0 + panelH)\" stroke=\"#ddd\"/>"

@@ -3,6 +3,8 @@ import Glibc
 #endif
 import CBench
 import IvshmemPosix
+import IvshmemServer
+import Logging
 
 func writeOut(_ s: String) { _ = try? FileDescriptor.standardOutput.writeAll(s) }
 func writeErr(_ s: String) { _ = try? FileDescriptor.standardError.writeAll(s) }
@@ -25,6 +27,8 @@ struct Placement: Sendable, CustomStringConvertible {
     var description: String {
         cpuA < 0 ? "unpinned" : "A→cpu\(cpuA) B→cpu\(cpuB)"
     }
+    /// Both sides pinned to the same CPU.
+    var sharesOneCPU: Bool { cpuA >= 0 && cpuA == cpuB }
 
     static func all(cpus: Int) -> [Placement] {
         var p = [Placement(name: "same-cpu", cpuA: 0, cpuB: 0)]
@@ -77,4 +81,33 @@ func format(_ v: Double, _ digits: Int = 2) -> String {
     let cut = s.index(s.endIndex, offsetBy: -digits)
     let out = digits > 0 ? s[..<cut] + "." + s[cut...] : Substring(s)
     return (v < 0 ? "-" : "") + out
+}
+
+/// A server thread for one measurement (2 peers, 1 vector, 1 MiB) on a socket in a fresh
+/// directory; `stop()` ends it and removes the directory.
+final class BenchServer {
+    let directory: String
+    let socketPath: String
+    private let thread: ServerThread
+
+    init() throws {
+        directory = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-bench.XXXXXX")
+        socketPath = directory + "/s.sock"
+        var config = ServerConfiguration()
+        config.socketPath = socketPath
+        config.maxPeers = 2
+        config.vectors = 1
+        config.size = 1 << 20
+        var logger = Logger(label: "bench-server")
+        logger.logLevel = .critical
+        do { thread = try ServerThread.start(configuration: config, logger: logger) } catch {
+            FileSystem.removeDirectoryTree(directory)
+            throw error
+        }
+    }
+
+    func stop() {
+        thread.stop()
+        FileSystem.removeDirectoryTree(directory)
+    }
 }

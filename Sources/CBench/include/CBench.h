@@ -1,7 +1,8 @@
 // Baselines for ivshmem2-bench, in plain C and built by the same package: an eventfd
-// ping-pong between two processes (blocking and busy-poll), a minimal register dispatcher with
-// the model's masks, memcpy, and raw SCM_RIGHTS messages over socketpairs. Plus the small
-// system helpers the benchmark needs (CPU pinning, a monotonic clock, a fast message drain).
+// ping-pong between two processes (blocking, busy-poll, spin-then-block), a minimal register
+// dispatcher with the model's masks, memcpy, and raw SCM_RIGHTS messages over socketpairs. Plus
+// the small helpers the benchmark needs (CPU pinning, a monotonic clock, a fast message drain,
+// single-MOV loads and stores for trapped windows).
 #ifndef CBENCH_H
 #define CBENCH_H
 
@@ -28,12 +29,33 @@ int cb_clear_cloexec(int fd);
 // --- eventfd ping-pong between two processes ---------------------------------------------
 /// Value the initiator writes to tell the echo side to stop.
 #define CB_STOP_VALUE 1000000
-/// Echo side: wait for rx (blocking read, or a non-blocking read loop when `busy`), write 1 to
-/// tx; until the stop value arrives. Returns the number of echoes, -1 on error.
-long cb_pingpong_echo(int rx, int tx, int busy);
+/// How a side waits for its eventfd (`rx` must be non-blocking for the spinning modes).
+typedef enum cb_wait_mode {
+    /// A blocking read.
+    CB_WAIT_BLOCKING = 0,
+    /// Non-blocking reads in a loop, never sleeping.
+    CB_WAIT_BUSY = 1,
+    /// Non-blocking reads for up to `spin_ns` after the wait began, then poll() and read: the
+    /// same policy as a device attached with `.spinThenBlock`.
+    CB_WAIT_SPIN_THEN_BLOCK = 2,
+} cb_wait_mode;
+/// Echo side: wait for rx (as `mode` says), write 1 to tx; until the stop value arrives.
+/// Returns the number of echoes, -1 on error.
+long cb_pingpong_echo(int rx, int tx, cb_wait_mode mode, uint64_t spin_ns);
 /// Initiator: up to `iterations` round trips or `budget_ns`, whichever first; round-trip times
 /// in ns go to samples[]. Sends the stop value at the end. Returns round trips done, -1 on error.
-long cb_pingpong_initiate(int rx, int tx, long iterations, uint64_t budget_ns, int busy, uint64_t *samples);
+long cb_pingpong_initiate(int rx, int tx, long iterations, uint64_t budget_ns, cb_wait_mode mode, uint64_t spin_ns,
+                          uint64_t *samples);
+
+// --- plain loads and stores (for trapped MMIO windows) ----------------------------------
+/// One 32-bit `volatile` load / store at `p`: a single MOV, the form a driver's register
+/// access compiles to, so that a trapped window (ivshmem2_mmio_map) emulates exactly that.
+uint32_t cb_load32(const volatile void *p);
+void cb_store32(volatile void *p, uint32_t value);
+/// `iterations` 32-bit loads from `p`; returns elapsed ns, *checksum folds the values.
+uint64_t cb_load32_bench(const volatile void *p, long iterations, uint64_t *checksum);
+/// `iterations` 32-bit stores of `value` to `p`; returns elapsed ns.
+uint64_t cb_store32_bench(volatile void *p, uint32_t value, long iterations);
 
 // --- minimal register dispatcher --------------------------------------------------------
 typedef struct cb_device {
