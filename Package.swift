@@ -117,21 +117,27 @@ let package = Package(
         .executableTarget(name: "fuzz-script", dependencies: ["IvshmemFuzz"]),
         .executableTarget(name: "fuzz-tables", dependencies: ["IvshmemFuzz"]),
 
-        .testTarget(name: "IvshmemModelTests", dependencies: ["IvshmemModel", "IvshmemSpec", "IvshmemPlatform", "IvshmemSync"]),
-        .testTarget(name: "IvshmemPCIDumpTests", dependencies: ["IvshmemPCIDump", "IvshmemModel"]),
+        // What every test target shares (repository paths, scratch folders, the built ivshmem2,
+        // descriptor-leak checks, an embedded server): one implementation, not one per target.
+        .target(name: "IvshmemTestSupport", dependencies: [
+            "IvshmemPosix", "IvshmemServer", .product(name: "Logging", package: "swift-log"),
+        ], path: "Tests/IvshmemTestSupport"),
+
+        .testTarget(name: "IvshmemModelTests", dependencies: ["IvshmemModel", "IvshmemSpec", "IvshmemPlatform", "IvshmemSync", "IvshmemTestSupport"]),
+        .testTarget(name: "IvshmemPCIDumpTests", dependencies: ["IvshmemPCIDump", "IvshmemModel", "IvshmemTestSupport"]),
         .testTarget(name: "IvshmemServerTests", dependencies: [
-            "IvshmemServer", "IvshmemTransport", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform",
+            "IvshmemServer", "IvshmemTransport", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform", "IvshmemTestSupport",
         ]),
         .testTarget(name: "IvshmemTransportTests", dependencies: [
-            "IvshmemTransport", "IvshmemServer", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform", "IvshmemHarness", "IvshmemSync",
+            "IvshmemTransport", "IvshmemServer", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform", "IvshmemHarness", "IvshmemSync", "IvshmemTestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "IvshmemHarnessTests", dependencies: ["IvshmemHarness", "IvshmemPosix", "IvshmemSpec"]),
+        .testTarget(name: "IvshmemHarnessTests", dependencies: ["IvshmemHarness", "IvshmemPosix", "IvshmemSpec", "IvshmemTestSupport"]),
         .testTarget(name: "IvshmemQEMUProxyTests", dependencies: [
-            "IvshmemQEMUProxy", "IvshmemModel", "IvshmemPosix", "IvshmemSync", "IvshmemServer", "IvshmemTransport",
+            "IvshmemQEMUProxy", "IvshmemModel", "IvshmemPosix", "IvshmemSync", "IvshmemServer", "IvshmemTransport", "IvshmemTestSupport",
         ]),
-        .testTarget(name: "IvshmemVirtioTests", dependencies: ["IvshmemVirtio", "IvshmemHarness", "IvshmemServer", "IvshmemPosix"]),
-        .testTarget(name: "SpecCoverageTests", dependencies: ["IvshmemSpec"]),
-        .testTarget(name: "FuzzRegressionTests", dependencies: ["IvshmemFuzz", "IvshmemHarness", "IvshmemSpec", "IvshmemWire"]),
+        .testTarget(name: "IvshmemVirtioTests", dependencies: ["IvshmemVirtio", "IvshmemHarness", "IvshmemServer", "IvshmemPosix", "IvshmemTestSupport"]),
+        .testTarget(name: "SpecCoverageTests", dependencies: ["IvshmemSpec", "IvshmemTestSupport"]),
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["IvshmemFuzz", "IvshmemHarness", "IvshmemSpec", "IvshmemWire", "IvshmemTestSupport"]),
     ]
 )

@@ -21,15 +21,13 @@ final class ServerChild: @unchecked Sendable {
     private var stderrFD: FileDescriptor?
 
     static func executable() throws -> String {
-        let own = try SpawnedProcess.currentExecutablePath()
-        if own.hasSuffix("/ivshmem2") { return own }
-        // Next to a test bundle first: a sanitizer build (`--scratch-path .build-tsan`) spawns
-        // its own instrumented ivshmem2, not the one of the normal build.
-        let sibling = own.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/") + "/ivshmem2"
-        for candidate in [sibling, ".build/debug/ivshmem2", ".build/release/ivshmem2"] where (try? FileSystem.status(ofPath: candidate)) != nil {
+        // Ourselves, or next to a test bundle first: a sanitizer build (`--scratch-path
+        // .build-tsan`) spawns its own instrumented ivshmem2, not the one of the normal build.
+        if let own = SpawnedProcess.siblingExecutable(named: "ivshmem2") { return own }
+        for candidate in [".build/debug/ivshmem2", ".build/release/ivshmem2"] where (try? FileSystem.status(ofPath: candidate)) != nil {
             return candidate
         }
-        throw CheckFailure(expected: "the ivshmem2 executable (to spawn `ivshmem2 server`)", actual: "running as \(own)")
+        throw CheckFailure(expected: "the ivshmem2 executable (to spawn `ivshmem2 server`)", actual: "running as \((try? SpawnedProcess.currentExecutablePath()) ?? "?")")
     }
 
     private static let counter = Locked(0)
@@ -63,14 +61,12 @@ final class ServerChild: @unchecked Sendable {
     /// Waits until the socket file exists (or the child exits). It does not connect: a probe
     /// connection would be admitted as a peer and take ID 0 for a moment.
     func waitListening(timeout: Double = 5) throws {
-        let deadline = Monotonic.now() + timeout
-        while Monotonic.now() < deadline {
+        let listening = try Monotonic.poll(timeout: timeout, interval: 0.002) {
             if status == nil, let s = try? process.waitWithTimeout(seconds: 0) { status = s }
             if let s = status { throw CheckFailure(expected: "the server to start and listen", actual: "it ended: \(s); \(errorOutput())") }
-            if (try? FileSystem.status(ofPath: socketPath))??.isSocket == true { return }
-            Monotonic.sleep(seconds: 0.002)
+            return (try? FileSystem.status(ofPath: socketPath))??.isSocket == true
         }
-        throw CheckFailure(expected: "the server to listen on \(socketPath) within \(timeout) s", actual: "no socket file")
+        if !listening { throw CheckFailure(expected: "the server to listen on \(socketPath) within \(timeout) s", actual: "no socket file") }
     }
 
     /// A raw client, retrying while the socket is bound but not yet listening.
@@ -439,7 +435,7 @@ extension BuiltinChecks {
                 defer { y.close() }
                 let ys = try y.takeIntroduction()
                 _ = try x.take(Int(ctx.server.vectors))
-                let yid = Int(readLE32(ys[0].body, 8))
+                let yid = Int(ys[0].body.littleEndianUInt32(at: 8))
                 ServerCheckSupport.store32(shm, 4 * yid, 0xB2)
                 if how == "sends data" {
                     try y.send([0x42])
@@ -470,7 +466,7 @@ extension BuiltinChecks {
             try require(during == base + 4, "the server to hold Y's socket and 3 eventfds", "\(during - base) more fds")
             y.close()
             try x.expect(.peerGone(id: 1), who: "X")
-            try require(pollUntil(timeout: 2) { child.openDescriptorCount() == base }, "the server to close Y's socket and eventfds (SRV-GONE-4)", "\(child.openDescriptorCount() - base) still open")
+            try require(Monotonic.poll(timeout: 2) { child.openDescriptorCount() == base }, "the server to close Y's socket and eventfds (SRV-GONE-4)", "\(child.openDescriptorCount() - base) still open")
             let z = try child.connect()
             defer { z.close() }
             try z.expect(.initial(InitialInfo(id: 1, maxPeers: 4, vectors: 3, protocol: 0, outputSectionSize: 0)), who: "the next newcomer (ID 1 freed)")
@@ -584,7 +580,7 @@ extension BuiltinChecks {
             return out
         }
         func fd(_ ms: [FDWireClient.Message], _ id: UInt32, _ v: UInt32) throws -> EventFD {
-            for m in ms where m.header.type == 1 && readLE32(m.body, 0) == id && readLE32(m.body, 4) == v && m.fds.count == 1 { return EventFD(fd: m.fds[0]) }
+            for m in ms where m.header.type == 1 && m.body.littleEndianUInt32(at: 0) == id && m.body.littleEndianUInt32(at: 4) == v && m.fds.count == 1 { return EventFD(fd: m.fds[0]) }
             throw CheckFailure(expected: "EVENT_FD(\(id), \(v))", actual: "missing")
         }
         // 1. A connects (ID 0) and writes its state.

@@ -115,7 +115,7 @@ extension BuiltinChecks {
             try require(dropped, "the silent peer dropped (PEER_GONE(0) to the reader, SRV-IO-4)", "not dropped after 2000 cycles")
             // The silent peer's socket and 2 eventfds are gone, and every departed churner's eventfds.
             // At most: the baseline may include descriptors still in flight when it was taken.
-            try require(pollUntil(timeout: 5) { child.openDescriptorCount() <= baseline - 3 }, "the server back to \(baseline - 3) descriptors", "\(child.openDescriptorCount())")
+            try require(Monotonic.poll(timeout: 5) { child.openDescriptorCount() <= baseline - 3 }, "the server back to \(baseline - 3) descriptors", "\(child.openDescriptorCount())")
         },
     ]
 }

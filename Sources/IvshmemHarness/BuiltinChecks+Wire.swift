@@ -16,19 +16,7 @@ func require(_ condition: @autoclosure () throws -> Bool, _ expected: @autoclosu
     if !(try condition()) { throw CheckFailure(expected: expected(), actual: actual()) }
 }
 
-/// Polls until `condition` holds or `timeout` seconds pass.
-func pollUntil(timeout: Double = 5, _ condition: () -> Bool) -> Bool {
-    Monotonic.poll(timeout: timeout, interval: 0.002, condition)
-}
-
-func le32(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
-func le64(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
-func readLE32(_ b: [UInt8], _ at: Int) -> UInt32 { (0..<4).reduce(UInt32(0)) { $0 | UInt32(b[at + $1]) << (8 * UInt32($1)) } }
-func readLE64(_ b: [UInt8], _ at: Int) -> UInt64 { (0..<8).reduce(UInt64(0)) { $0 | UInt64(b[at + $1]) << (8 * UInt64($1)) } }
 func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined() }
-
-/// Raw bytes of a message with an arbitrary header.
-func rawMessage(type: UInt32, length: UInt32, body: [UInt8]) -> [UInt8] { le32(type) + le32(length) + body }
 
 /// What `/proc/self/fd/N` points at (e.g. `anon_inode:[eventfd]`).
 func descriptorTarget(_ fd: FileDescriptor) -> String { (try? FileSystem.readLink("/proc/self/fd/\(fd.rawValue)")) ?? "?" }
@@ -42,7 +30,7 @@ final class FDWireClient: @unchecked Sendable {
         var fds: [FileDescriptor]
         /// Whether every fd came with the recvmsg that returned the message's first byte.
         var fdsWithFirstByte: Bool
-        var rawBytes: [UInt8] { le32(header.type) + le32(header.length) + body }
+        var rawBytes: [UInt8] { header.encode() + body }
         var typeName: String { header.messageType.map { "\($0)" } ?? "type \(header.type)" }
     }
     private let client: RawWireClient
@@ -162,7 +150,7 @@ final class FDWireClient: @unchecked Sendable {
 /// INIT bytes with any field values.
 func initBytes(type: UInt32 = 0, length: UInt32 = 40, version: UInt32 = 2, compatible: UInt32 = 2, id: UInt32 = 0, maxPeers: UInt32 = 4,
                vectors: UInt32 = 2, proto: UInt32 = 0x4001, output: UInt64 = 0x10000, extra: [UInt8] = []) -> [UInt8] {
-    rawMessage(type: type, length: length + UInt32(extra.count),
+    MessageHeader.rawMessage(type: type, length: length + UInt32(extra.count),
                body: le32(version) + le32(compatible) + le32(id) + le32(maxPeers) + le32(vectors) + le32(proto) + le64(output) + extra)
 }
 
@@ -172,12 +160,11 @@ enum WireCheckSupport {
     /// The open descriptor count once it stopped changing (the case's embedded server and
     /// peers may still be closing descriptors of earlier statements).
     static func stableOpenCount() -> Int {
-        var last = FileDescriptor.openCount()
-        for _ in 0..<50 {
-            Monotonic.sleep(seconds: 0.01)
+        var last = -1  // the first look only records the count
+        _ = Monotonic.poll(timeout: 0.5, interval: 0.01) {
             let now = FileDescriptor.openCount()
-            if now == last { return now }
-            last = now
+            defer { last = now }
+            return now == last
         }
         return last
     }
@@ -293,7 +280,7 @@ extension BuiltinChecks {
             ctx.trace.record("check", .wire, detail: "INIT bytes \(hex(raw)) with \(m.fds.count) fd(s)")
             let cfg = ctx.server
             try require(raw.count == 40, "40 bytes of INIT", "\(raw.count)")
-            let id = readLE32(raw, 16)  // other clients of the case may hold lower IDs
+            let id = raw.littleEndianUInt32(at: 16)  // other clients of the case may hold lower IDs
             try require(UInt64(id) < cfg.maxPeers, "an ID below max peers", "\(id)")
             let expected = le32(0) + le32(40) + le32(2) + le32(2) + le32(id) + le32(UInt32(cfg.maxPeers)) + le32(UInt32(cfg.vectors))
                 + le32(cfg.advertisedProtocol(forPeer: id)) + le64(cfg.outputSectionSize)
@@ -337,13 +324,13 @@ extension BuiltinChecks {
                 // X also gets Y's eventfds after its own introduction.
                 let ms = try c.takeIntroduction() + (name == "X" ? c.take(Int(V)) : [])
                 try require(ms.count >= 1 + V, "\(name) to receive INIT and eventfds", "\(ms.count) messages")
-                if name == "Y" { yid = readLE32(ms[0].body, 8) }
+                if name == "Y" { yid = ms[0].body.littleEndianUInt32(at: 8) }
                 for m in ms { try examine(name, m) }
             }
             y.close()
             guard let gone = try x.next() else { throw CheckFailure(expected: "PEER_GONE at X after Y left", actual: "nothing") }
             try examine("X", gone)
-            try require(readLE32(gone.body, 0) == yid, "PEER_GONE for Y's id \(yid)", "id \(readLE32(gone.body, 0))")
+            try require(gone.body.littleEndianUInt32(at: 0) == yid, "PEER_GONE for Y's id \(yid)", "id \(gone.body.littleEndianUInt32(at: 0))")
             try require(sawEvent && sawGone, "EVENT_FD and PEER_GONE messages to examine", "event \(sawEvent), gone \(sawGone)")
         },
         BuiltinCheck(name: "wire-eventfd-signals", summary: "adding to a received EVENT_FD eventfd interrupts that peer's vector") { ctx in
@@ -382,7 +369,7 @@ extension BuiltinChecks {
                 p.device.reset()
                 guard let conn = s.connection else { throw CheckFailure(expected: "the connection", actual: "none") }
                 try s.send(conn, .peerGone(id: 1))
-                try s.send(conn, rawMessage(type: 9, length: 12, body: le32(0)))  // an error the device records
+                try s.send(conn, MessageHeader.rawMessage(type: 9, length: 12, body: le32(0)))  // an error the device records
                 try require(d.settle(), "the device to handle both messages", "it did not")
                 var byte: UInt8 = 0
                 let n = recv(conn.rawValue, &byte, 1, Int32(MSG_DONTWAIT | MSG_PEEK))
@@ -404,7 +391,7 @@ extension BuiltinChecks {
                 try s.send(c, WireMessage.peerGone(id: 1).encode())
             }
             try WireCheckSupport.expectAttachFails(ctx, what: "INIT with len 32", mentioning: ["40", "short", "len"]) { s, c in
-                try s.send(c, rawMessage(type: 0, length: 32, body: Array(repeating: 0, count: 24)), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
+                try s.send(c, MessageHeader.rawMessage(type: 0, length: 32, body: Array(repeating: 0, count: 24)), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
             }
             try WireCheckSupport.expectAttach(ctx, what: "INIT with len 40") { s, c in
                 _ = try WireCheckSupport.standardInit(s, c)
@@ -413,9 +400,9 @@ extension BuiltinChecks {
         BuiltinCheck(name: "wire-cli-2", summary: "bytes beyond a message's fixed size are skipped") { ctx in
             try WireCheckSupport.expectAttach(ctx, what: "padded messages", { s, c in
                 try s.send(c, initBytes(id: 0, extra: [0xAA, 0xBB, 0xCC, 0xDD, 1, 2, 3, 4]), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
-                try s.send(c, rawMessage(type: 1, length: 24, body: le32(1) + le32(0) + [9, 9, 9, 9, 9, 9, 9, 9]), fds: [try s.eventFD().fd])
-                try s.send(c, rawMessage(type: 1, length: 20, body: le32(2) + le32(0) + [7, 7, 7, 7]), fds: [try s.eventFD().fd])
-                try s.send(c, rawMessage(type: 2, length: 16, body: le32(2) + [5, 5, 5, 5]))
+                try s.send(c, MessageHeader.rawMessage(type: 1, length: 24, body: le32(1) + le32(0) + [9, 9, 9, 9, 9, 9, 9, 9]), fds: [try s.eventFD().fd])
+                try s.send(c, MessageHeader.rawMessage(type: 1, length: 20, body: le32(2) + le32(0) + [7, 7, 7, 7]), fds: [try s.eventFD().fd])
+                try s.send(c, MessageHeader.rawMessage(type: 2, length: 16, body: le32(2) + [5, 5, 5, 5]))
                 try s.send(c, .eventFD(id: 3, vector: 0), fd: try s.eventFD().fd)
                 try WireCheckSupport.introduce(s, c, id: 0)
             }) { d, _ in
@@ -543,7 +530,7 @@ extension BuiltinChecks {
                 try s.send(c, .eventFD(id: 4, vector: 0), fd: e.fd)  // id = max_peers
                 try s.send(c, .eventFD(id: 2, vector: 0), fd: e.fd)  // fine
             }) { d, _ in
-                try require(pollUntil { WireCheckSupport.protocolErrors(d).count >= 5 && d.isActive(2) }, "5 EVENT_FD errors recorded and the good ones used",
+                try require(Monotonic.poll(timeout: 5) { WireCheckSupport.protocolErrors(d).count >= 5 && d.isActive(2) }, "5 EVENT_FD errors recorded and the good ones used",
                             "\(d.linkEvents)")
                 let errors = WireCheckSupport.protocolErrors(d)
                 try require(errors.count == 5, "exactly 5 errors", "\(errors)")
@@ -580,7 +567,7 @@ extension BuiltinChecks {
                 guard let conn = s.connection else { throw CheckFailure(expected: "connection", actual: "none") }
                 let p1v1 = try s.eventFD()  // kept[4]
                 try s.send(conn, .eventFD(id: 1, vector: 1), fd: p1v1.fd)
-                try require(pollUntil { d.linkEvents.contains(.eventFD(peer: 1, vector: 1)) }, "peer 1 vector 1 received", "\(d.linkEvents)")
+                try require(Monotonic.poll(timeout: 5) { d.linkEvents.contains(.eventFD(peer: 1, vector: 1)) }, "peer 1 vector 1 received", "\(d.linkEvents)")
                 p.barWrite(0, offset: p.device.registerOffsets.doorbell, size: 4, value: 1 << 16 | 1)
                 try require(try p1v1.consume() == 1, "the doorbell to peer 1 vector 1 to signal its eventfd", "not signalled")
                 p.barWrite(0, offset: p.device.registerOffsets.state, size: 4, value: 0x42)
@@ -598,7 +585,7 @@ extension BuiltinChecks {
                 try s.send(c, .peerGone(id: 1))  // fine
                 try s.send(c, .peerGone(id: 1))  // again: no eventfd held any more
             }) { d, _ in
-                try require(pollUntil { WireCheckSupport.protocolErrors(d).count >= 3 }, "3 PEER_GONE errors", "\(d.linkEvents)")
+                try require(Monotonic.poll(timeout: 5) { WireCheckSupport.protocolErrors(d).count >= 3 }, "3 PEER_GONE errors", "\(d.linkEvents)")
                 let errors = WireCheckSupport.protocolErrors(d)
                 try require(errors.count == 3 && d.linkEvents.filter({ $0 == .peerLeft(1) }).count == 1, "3 errors and one departure of peer 1", "\(d.linkEvents)")
                 try require(d.isLinkUp && d.activePeers == [2], "the link up with only the own ID active", "link up \(d.isLinkUp), peers \(d.activePeers)")
@@ -608,11 +595,11 @@ extension BuiltinChecks {
             try WireCheckSupport.expectAttach(ctx, what: "short messages", { s, c in
                 _ = try WireCheckSupport.standardInit(s, c)
                 try s.send(c, .eventFD(id: 1, vector: 0), fd: try s.eventFD().fd)
-                try s.send(c, rawMessage(type: 1, length: 12, body: le32(1)), fds: [try s.eventFD().fd])  // EVENT_FD needs 16
-                try s.send(c, rawMessage(type: 2, length: 8, body: []))  // PEER_GONE needs 12
+                try s.send(c, MessageHeader.rawMessage(type: 1, length: 12, body: le32(1)), fds: [try s.eventFD().fd])  // EVENT_FD needs 16
+                try s.send(c, MessageHeader.rawMessage(type: 2, length: 8, body: []))  // PEER_GONE needs 12
                 try s.send(c, .eventFD(id: 1, vector: 1), fd: try s.eventFD().fd)  // still in step
             }) { d, _ in
-                try require(pollUntil { d.linkEvents.contains(.eventFD(peer: 1, vector: 1)) }, "the message after the short ones parsed", "\(d.linkEvents)")
+                try require(Monotonic.poll(timeout: 5) { d.linkEvents.contains(.eventFD(peer: 1, vector: 1)) }, "the message after the short ones parsed", "\(d.linkEvents)")
                 try require(WireCheckSupport.protocolErrors(d).count == 2, "2 errors", "\(WireCheckSupport.protocolErrors(d))")
                 try require(d.isActive(1) && d.isLinkUp, "peer 1 still active, link up", "\(d.activePeers), up \(d.isLinkUp)")
             }
@@ -620,20 +607,20 @@ extension BuiltinChecks {
         BuiltinCheck(name: "wire-cli-16", summary: "unknown type or a second INIT: error, skipped by len; len < 8 takes the link down") { ctx in
             try WireCheckSupport.expectAttach(ctx, what: "unknown type and second INIT", { s, c in
                 _ = try WireCheckSupport.standardInit(s, c)
-                try s.send(c, rawMessage(type: 7, length: 20, body: le32(1) + le32(0) + le32(0)))  // looks like an EVENT_FD body
+                try s.send(c, MessageHeader.rawMessage(type: 7, length: 20, body: le32(1) + le32(0) + le32(0)))  // looks like an EVENT_FD body
                 try s.send(c, initBytes(id: 1), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
                 try s.send(c, .eventFD(id: 1, vector: 0), fd: try s.eventFD().fd)
             }) { d, _ in
-                try require(pollUntil { d.isActive(1) }, "the EVENT_FD after the skipped messages parsed", "\(d.linkEvents)")
+                try require(Monotonic.poll(timeout: 5) { d.isActive(1) }, "the EVENT_FD after the skipped messages parsed", "\(d.linkEvents)")
                 let errors = WireCheckSupport.protocolErrors(d)
                 try require(errors.count == 2, "2 errors", "\(errors)")
                 try require(d.device.id == 0 && d.isLinkUp, "the second INIT ignored, link up", "id \(d.device.id), up \(d.isLinkUp)")
             }
             try WireCheckSupport.expectAttach(ctx, what: "len 4", { s, c in
                 _ = try WireCheckSupport.standardInit(s, c)
-                try s.send(c, rawMessage(type: 1, length: 4, body: []))
+                try s.send(c, MessageHeader.rawMessage(type: 1, length: 4, body: []))
             }) { d, _ in
-                try require(pollUntil { !d.isLinkUp }, "the link down after a len below 8 (DEV-PEER-4)", "link up, events \(d.linkEvents)")
+                try require(Monotonic.poll(timeout: 5) { !d.isLinkUp }, "the link down after a len below 8 (DEV-PEER-4)", "link up, events \(d.linkEvents)")
                 try require(d.readRegister0() == 0, "registers still served", "\(d.readRegister0())")
             }
         },
@@ -647,11 +634,11 @@ extension BuiltinChecks {
                 guard let c = s.connection else { throw CheckFailure(expected: "connection", actual: "none") }
                 try s.send(c, .eventFD(id: 0, vector: 0), fd: e.fd)  // own vector 0 again
                 try s.send(c, .eventFD(id: 5, vector: 0), fd: e.fd)  // id too large
-                try s.send(c, rawMessage(type: 1, length: 12, body: le32(1)), fds: [e.fd])  // short
-                try s.send(c, rawMessage(type: 8, length: 8, body: []), fds: [e.fd])  // unknown type
+                try s.send(c, MessageHeader.rawMessage(type: 1, length: 12, body: le32(1)), fds: [e.fd])  // short
+                try s.send(c, MessageHeader.rawMessage(type: 8, length: 8, body: []), fds: [e.fd])  // unknown type
                 try s.send(c, initBytes(), fds: [e.fd])  // second INIT
                 try s.send(c, .eventFD(id: 1, vector: 0), fd: e.fd)  // good
-                try require(pollUntil { d.isActive(1) }, "the good message after the errors used", "\(d.linkEvents)")
+                try require(Monotonic.poll(timeout: 5) { d.isActive(1) }, "the good message after the errors used", "\(d.linkEvents)")
                 try require(WireCheckSupport.protocolErrors(d).count == 5, "5 errors recorded", "\(WireCheckSupport.protocolErrors(d))")
                 let after = FileDescriptor.openCount()
                 try require(after == before + 1, "only the good EVENT_FD's fd kept (the 5 others closed)", "\(after - before) more fds open")
@@ -668,7 +655,7 @@ extension BuiltinChecks {
                 let before = FileDescriptor.openCount()
                 guard let c = s.connection else { throw CheckFailure(expected: "connection", actual: "none") }
                 try s.send(c, WireMessage.peerGone(id: 1).encode(), fds: [stray.fd])
-                try require(pollUntil { d.linkEvents.contains(.peerLeft(1)) }, "PEER_GONE(1) processed despite the stray fd", "\(d.linkEvents)")
+                try require(Monotonic.poll(timeout: 5) { d.linkEvents.contains(.peerLeft(1)) }, "PEER_GONE(1) processed despite the stray fd", "\(d.linkEvents)")
                 let after = FileDescriptor.openCount()
                 try require(after == before - 1, "the stray fd closed and peer 1's eventfd closed", "\(after - before) fds difference")
             }
@@ -757,7 +744,7 @@ extension BuiltinChecks {
                 try s.send(c, .eventFD(id: 2, vector: 0), fd: c)
                 try s.send(c, .eventFD(id: 3, vector: 0), fd: try s.eventFD().fd)
             }) { d, _ in
-                try require(pollUntil { d.isActive(3) }, "the good EVENT_FD after the bad ones used", "\(d.linkEvents)")
+                try require(Monotonic.poll(timeout: 5) { d.isActive(3) }, "the good EVENT_FD after the bad ones used", "\(d.linkEvents)")
                 let errors = WireCheckSupport.protocolErrors(d)
                 try require(errors.count == 2 && errors.allSatisfy { $0.contains("not an eventfd") }, "2 errors naming what was sent instead of an eventfd (WIRE-CLI-11)", "\(errors)")
                 try require(!d.isActive(1) && !d.isActive(2), "peers 1 and 2 not active", "\(d.activePeers)")
@@ -806,21 +793,21 @@ extension BuiltinChecks {
                 _ = try WireCheckSupport.standardInit(s, c)
                 for v: UInt32 in 0..<2 { try s.send(c, .eventFD(id: 1, vector: v), fd: try s.eventFD().fd) }
             }) { d, s in
-                try require(d.waitForPeers(timeout: 5) { $0 == [0, 1] } && pollUntil { d.linkEvents.contains(.eventFD(peer: 1, vector: 1)) }, "peer 1 with 2 eventfds", "\(d.linkEvents)")
+                try require(d.waitForPeers(timeout: 5) { $0 == [0, 1] } && Monotonic.poll(timeout: 5) { d.linkEvents.contains(.eventFD(peer: 1, vector: 1)) }, "peer 1 with 2 eventfds", "\(d.linkEvents)")
                 let before = FileDescriptor.openCount()
                 guard let c = s.connection else { throw CheckFailure(expected: "connection", actual: "none") }
                 try s.send(c, .peerGone(id: 1))
-                try require(pollUntil { !d.isActive(1) }, "peer 1 inactive after PEER_GONE (DEV-PEER-1)", "\(d.activePeers)")
+                try require(Monotonic.poll(timeout: 5) { !d.isActive(1) }, "peer 1 inactive after PEER_GONE (DEV-PEER-1)", "\(d.activePeers)")
                 let after = FileDescriptor.openCount()
                 try require(after == before - 2, "both of peer 1's eventfds closed (DEV-PEER-1)", "\(before - after) closed")
                 try require(d.ring(from: 0, target: 1, vector: 0) == .inactiveTarget, "a doorbell to peer 1 to find it inactive", "\(d.ring(from: 0, target: 1, vector: 0))")
                 // DEV-PEER-3: the server reuses ID 1.
                 let n0 = try s.eventFD(), n1 = try s.eventFD()
                 try s.send(c, .eventFD(id: 1, vector: 0), fd: n0.fd)
-                try require(pollUntil { d.isActive(1) }, "ID 1 active again after EVENT_FD(1, 0) (DEV-PEER-3)", "\(d.linkEvents)")
+                try require(Monotonic.poll(timeout: 5) { d.isActive(1) }, "ID 1 active again after EVENT_FD(1, 0) (DEV-PEER-3)", "\(d.linkEvents)")
                 try require(d.ring(from: 0, target: 1, vector: 1) == .notYetAnnounced, "only vector 0 held for the new peer 1 (vector 1 not yet announced)", "\(d.ring(from: 0, target: 1, vector: 1))")
                 try s.send(c, .eventFD(id: 1, vector: 1), fd: n1.fd)
-                try require(pollUntil { d.linkEvents.filter { $0 == .eventFD(peer: 1, vector: 1) }.count == 2 }, "EVENT_FD(1, 1) accepted after the reuse", "\(d.linkEvents)")
+                try require(Monotonic.poll(timeout: 5) { d.linkEvents.filter { $0 == .eventFD(peer: 1, vector: 1) }.count == 2 }, "EVENT_FD(1, 1) accepted after the reuse", "\(d.linkEvents)")
                 try require(d.ring(from: 0, target: 1, vector: 1) == .delivered && (try n1.consume()) == 1, "a doorbell to the new peer 1 vector 1 reaching its new eventfd", "not")
                 try require(WireCheckSupport.protocolErrors(d).isEmpty, "no protocol errors", "\(WireCheckSupport.protocolErrors(d))")
             }
@@ -839,7 +826,7 @@ extension BuiltinChecks {
                 p.barWrite(0, offset: p.device.registerOffsets.interruptControl, size: 4, value: 0)
                 cursor = p.interruptCount
                 try s.send(c, .peerGone(id: 2))
-                try require(pollUntil { !d.isActive(2) }, "peer 2 gone", "\(d.activePeers)")
+                try require(Monotonic.poll(timeout: 5) { !d.isActive(2) }, "peer 2 gone", "\(d.activePeers)")
                 try require(p.waitForInterrupt(after: cursor, timeout: 0.2) == nil, "no interrupt with Interrupt Control 0", "an interrupt")
                 p.barWrite(0, offset: p.device.registerOffsets.interruptControl, size: 4, value: 1)
                 try require(p.waitForInterrupt(after: cursor, timeout: 0.2) == nil, "the gated event not delivered later", "an interrupt")
@@ -851,11 +838,11 @@ extension BuiltinChecks {
                 for v: UInt32 in 0..<2 { try s.send(c, .eventFD(id: 1, vector: v), fd: try s.eventFD().fd) }  // kept[3], kept[4]
             }) { d, s in
                 let p = try WireCheckSupport.drivenPeer(d, ctx)
-                try require(d.waitForPeers(timeout: 5) { $0 == [0, 1] } && pollUntil { d.linkEvents.contains(.eventFD(peer: 1, vector: 1)) }, "peer 1 with 2 eventfds", "\(d.linkEvents)")
+                try require(d.waitForPeers(timeout: 5) { $0 == [0, 1] } && Monotonic.poll(timeout: 5) { d.linkEvents.contains(.eventFD(peer: 1, vector: 1)) }, "peer 1 with 2 eventfds", "\(d.linkEvents)")
                 let fdsBefore = FileDescriptor.openCount()
                 let ids = p.configRead(0, size: 4)
                 s.hangUp()
-                try require(pollUntil { !d.isLinkUp }, "the link reported down after the hang-up", "still up")
+                try require(Monotonic.poll(timeout: 5) { !d.isLinkUp }, "the link reported down after the hang-up", "still up")
                 try require(d.linkEvents.contains { if case .linkDown = $0 { return true }; return false }, "a link-down event", "\(d.linkEvents)")
                 try require(d.activePeers == [0, 1], "the eventfds kept: peers 0 and 1 still known", "\(d.activePeers)")
                 try require(FileDescriptor.openCount() >= fdsBefore - 2, "no eventfd closed (only the socket may be)", "\(fdsBefore - FileDescriptor.openCount()) fewer fds")
@@ -880,7 +867,7 @@ extension BuiltinChecks {
                 let cursor = p.interruptCount
                 guard let c = s.connection else { throw CheckFailure(expected: "connection", actual: "none") }
                 for v: UInt32 in 0..<2 { try s.send(c, .eventFD(id: 1, vector: v), fd: try s.eventFD().fd) }
-                try require(pollUntil { d.isActive(1) }, "peer 1 active", "\(d.activePeers)")
+                try require(Monotonic.poll(timeout: 5) { d.isActive(1) }, "peer 1 active", "\(d.activePeers)")
                 try require(p.waitForInterrupt(after: cursor, timeout: 0.3) == nil, "no interrupt when peer 1 joins (DEV-PEER-5)", "an interrupt")
             }
         },

@@ -199,6 +199,21 @@ public struct SpawnedProcess: Sendable {
         return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// The executable `name` of the same build as this process: this process itself when it
+    /// is `name`, else the regular file `name` in the folder of this executable (or of the
+    /// bundle it is in). A test bundle or a tool finds the `ivshmem2` of its own build this
+    /// way, so a sanitizer build spawns its own instrumented one. nil when there is none.
+    public static func siblingExecutable(named name: String) -> String? {
+        guard let own = try? currentExecutablePath() else { return nil }
+        var parts = own.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        if parts.last == name { return own }
+        parts.removeLast()
+        // Inside a bundle (…/X.xctest/Contents/MacOS/X): its folder is the build folder.
+        while let last = parts.last, last == "MacOS" || last == "Contents" || last.hasSuffix(".xctest") { parts.removeLast() }
+        let candidate = (parts + [name]).joined(separator: "/")
+        return (try? FileSystem.status(ofPath: candidate))??.isRegularFile == true ? candidate : nil
+    }
+
     /// This process's id.
     public static var currentProcessID: pid_t { getpid() }
 
@@ -233,14 +248,16 @@ public enum Monotonic {
 
     /// Evaluates `condition` until it holds or `timeout` seconds pass, pausing briefly between
     /// tries; returns whether it held. For state that has no event to wait on (another
-    /// thread's bookkeeping): where there is an event, wait for the event instead.
-    public static func poll(timeout: Double, interval: Double = 0.001, _ condition: () -> Bool) -> Bool {
+    /// thread's bookkeeping): where there is an event, wait for the event instead. An error
+    /// `condition` throws ends the wait (e.g. "the process we wait for has exited").
+    /// The one polling loop of the project: every wait for a condition goes through it.
+    public static func poll(timeout: Double, interval: Double = 0.001, _ condition: () throws -> Bool) rethrows -> Bool {
         let deadline = now() + timeout
         while now() < deadline {
-            if condition() { return true }
+            if try condition() { return true }
             sleep(seconds: interval)
         }
-        return condition()
+        return try condition()
     }
 
     /// Sleeps for `seconds` (resumes after signals until the time has passed).

@@ -24,6 +24,15 @@ public struct MessageHeader: Equatable, Hashable, Sendable {
         }
     }
 
+    /// The header's 8 bytes as they go on the wire.
+    public func encode() -> [UInt8] { le32(type) + le32(length) }
+
+    /// The bytes of a message with an arbitrary header — any type, any `len`, whatever the
+    /// body's real length: what a hostile peer or server sends to test the other side's checks.
+    public static func rawMessage(type: UInt32, length: UInt32, body: [UInt8]) -> [UInt8] {
+        MessageHeader(type: type, length: length).encode() + body
+    }
+
     /// The known type, if it is one.
     public var messageType: MessageType? { MessageType(rawValue: type) }
 

@@ -4,8 +4,9 @@ import IvshmemHarness
 import IvshmemSpec
 import IvshmemWire
 import Testing
+import IvshmemTestSupport
 
-let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+let repositoryRoot = Repository.root.path
 
 func bytes(_ path: String) throws -> [UInt8] {
     [UInt8](try #require(FileManager.default.contents(atPath: path), "cannot read \(path)"))

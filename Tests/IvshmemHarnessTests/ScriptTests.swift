@@ -3,12 +3,10 @@ import Foundation
 import IvshmemHarness
 import IvshmemPosix
 import Testing
-
-let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+import IvshmemTestSupport
 
 func fixture(_ relative: String) throws -> Script {
-    let path = repositoryRoot.appendingPathComponent(relative).path
-    return try ScriptParser.parse(String(contentsOfFile: path, encoding: .utf8), path: relative)
+    try ScriptParser.parse(Repository.text(relative), path: relative)
 }
 
 @Suite struct ScriptParserTests {
@@ -136,15 +134,15 @@ func fixture(_ relative: String) throws -> Script {
     /// The report for one example change, against the targeted scripts.
     func report(_ change: String) throws -> String {
         let scripts = try ["fixtures/spec-changes/scripts/checks.ivs"].map { rel in
-            try ScriptParser.parse(String(contentsOfFile: repositoryRoot.appendingPathComponent(rel).path, encoding: .utf8), path: rel)
+            try ScriptParser.parse(Repository.text(rel), path: rel)
         }
-        let modified = try SpecTables(overlaying: repositoryRoot.appendingPathComponent("fixtures/spec-changes/\(change)").path)
+        let modified = try SpecTables(overlaying: Repository.path("fixtures/spec-changes/\(change)"))
         return try SpecCheck.run(modified: modified, scripts: scripts, profiles: Conformance.profiles).render()
     }
 
     @Test("CAP-VS-7, CFG-BAR-4: spec check reports a Base Address instead of BAR2 exactly as expected", arguments: ["base-address-in-spec", "bar0-features-register"])
     func exampleReports(change: String) throws {
-        let expectedPath = repositoryRoot.appendingPathComponent("fixtures/spec-changes/\(change)/expected-report.txt").path
+        let expectedPath = Repository.path("fixtures/spec-changes/\(change)/expected-report.txt")
         let actual = try report(change)
         if ProcessInfo.processInfo.environment["UPDATE_GOLDEN"] == "1" {
             try actual.write(toFile: expectedPath, atomically: true, encoding: .utf8)
@@ -155,7 +153,7 @@ func fixture(_ relative: String) throws -> Script {
 
     @Test("an unchanged copy of the tables reports no change")
     func noChange() throws {
-        let scripts = [try ScriptParser.parse(String(contentsOfFile: repositoryRoot.appendingPathComponent("fixtures/spec-changes/scripts/checks.ivs").path, encoding: .utf8), path: "checks.ivs")]
+        let scripts = [try ScriptParser.parse(Repository.text("fixtures/spec-changes/scripts/checks.ivs"), path: "checks.ivs")]
         let r = try SpecCheck.run(modified: .builtIn, scripts: scripts, profiles: ["spec"])
         #expect(r.byteChanges.isEmpty && r.outcomeChanges.isEmpty && r.unbuildable.isEmpty)
     }

@@ -2,6 +2,7 @@ import Foundation
 import IvshmemModel
 import IvshmemPCIDump
 import Testing
+import IvshmemTestSupport
 
 /// The golden config-space dumps in fixtures/golden: one per profile and variant, each exactly
 /// the output of `ivshmem2 dump-config` for that device.
@@ -34,8 +35,7 @@ struct GoldenCase: Sendable, CustomTestStringConvertible {
 
     static func named(_ name: String) -> GoldenCase { all.first { $0.name == name }! }
 
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    static let directory = root.appendingPathComponent("fixtures/golden")
+    static let directory = Repository.root.appendingPathComponent("fixtures/golden")
 
     /// A fresh device of this case, as `ivshmem2 dump-config` builds it.
     func makeDevice() throws -> IvshmemDevice {

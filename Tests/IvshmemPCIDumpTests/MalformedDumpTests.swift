@@ -4,15 +4,12 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import IvshmemTestSupport
 #endif
 
 @Suite("Malformed dumps give errors, not crashes")
 struct MalformedDumpTests {
     static func goldenText() throws -> String { try GoldenCase.named("spec-msix").render() }
-
-    static func openFDs() -> Int {
-        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
-    }
 
     @Test("text lines that are not hex rows are skipped, as in lspci -vxxx output")
     func descriptiveLinesSkipped() throws {
@@ -107,7 +104,7 @@ struct MalformedDumpTests {
         let good = try Self.goldenText()
         // Warm up anything lazily opened once per process.
         _ = try PCIDumpReader.decode(dumpText: good)
-        let before = Self.openFDs()
+        let before = DescriptorCount.current()
         for _ in 0..<50 {
             _ = try PCIDumpReader.decode(dumpText: good)
             _ = try? PCIDumpReader.decode(dumpText: good.replacingOccurrences(of: "40: ", with: "40: zz garbage "))
@@ -115,6 +112,7 @@ struct MalformedDumpTests {
         }
         // Other tests run in parallel and open descriptors too; a leak of one per decode would
         // show as 150 more.
-        #expect(Self.openFDs() < before + 50, "descriptors before \(before), after \(Self.openFDs())")
+        let after = DescriptorCount.settle(toAtMost: before + 49)
+        #expect(after < before + 50, "descriptors before \(before), after \(after)")
     }
 }

@@ -5,6 +5,7 @@ import Logging
 import Testing
 #if canImport(Glibc)
 import Glibc
+import IvshmemTestSupport
 #endif
 
 /// The server embedded in the test process through ``ServerThread`` (what simulations use),
@@ -37,11 +38,11 @@ struct EmbeddedServerTests {
                 clients.append(c)
             }
             // The server publishes its peer list after its sends: wait for it, don't race it.
-            #expect(settles { running.server.connectedPeerIDs == [0, 1, 2] }, "\(running.server.connectedPeerIDs)")
+            #expect(Monotonic.poll(timeout: 5) { running.server.connectedPeerIDs == [0, 1, 2] }, "\(running.server.connectedPeerIDs)")
             clients[1].close()
             try clients[0].receive(1)
             try clients[2].receive(1)
-            #expect(settles { running.server.connectedPeerIDs == [0, 2] }, "\(running.server.connectedPeerIDs)")
+            #expect(Monotonic.poll(timeout: 5) { running.server.connectedPeerIDs == [0, 2] }, "\(running.server.connectedPeerIDs)")
             #expect(running.server.counters.departed == 1)
             running.stop()
             for c in [clients[0], clients[2]] { #expect(try c.waitForHangUp()) }
@@ -64,9 +65,7 @@ struct EmbeddedServerTests {
             let lazy = try RawClient(name: "lazy", path: sock)  // never reads until the end
             let watcher = try RawClient(name: "watcher", path: sock)
             try watcher.receive(1 + 8)
-            let settled = Monotonic.now() + 5
-            while running.server.connectedPeerIDs != [0, 1] && Monotonic.now() < settled { Monotonic.sleep(seconds: 0.001) }
-            #expect(running.server.connectedPeerIDs == [0, 1])
+            #expect(Monotonic.poll(timeout: 5) { running.server.connectedPeerIDs == [0, 1] }, "\(running.server.connectedPeerIDs)")
             var cycles = 0
             // Message counts are derived from what arrives, not from the server's peer list: the
             // lazy peer may be dropped at any moment, and its ID 0 reused by the next churner.
@@ -88,7 +87,7 @@ struct EmbeddedServerTests {
             }
             #expect(!running.server.connectedPeerIDs.contains(0), "the lazy peer was dropped after \(cycles) cycles")
             #expect(try lazy.waitForHangUp(timeout: 10))
-            #expect(settles { running.server.connectedPeerIDs == [1] }, "\(running.server.connectedPeerIDs)")
+            #expect(Monotonic.poll(timeout: 5) { running.server.connectedPeerIDs == [1] }, "\(running.server.connectedPeerIDs)")
             lazy.close(); watcher.close()
         }
     }
@@ -120,11 +119,9 @@ struct EmbeddedServerTests {
             // All leave at once; the server survives and gives the next newcomer id 0.
             for c in clients { c.close() }
             let again = try RawClient(name: "after", path: sock)
-            var got = false
-            let deadline = Monotonic.now() + 10
-            while !got && Monotonic.now() < deadline {
+            _ = try Monotonic.poll(timeout: 10) {
                 try again.receive(1, timeout: 10)
-                got = again.initial != nil
+                return again.initial != nil
             }
             try again.receive(1)
             #expect(again.initial?.id == 0 || again.initial != nil)
@@ -137,14 +134,4 @@ struct EmbeddedServerTests {
         }
     }
 }
-}
-
-/// Polls `condition` for up to `timeout` seconds.
-func settles(timeout: Double = 5, _ condition: () -> Bool) -> Bool {
-    let deadline = Monotonic.now() + timeout
-    while Monotonic.now() < deadline {
-        if condition() { return true }
-        Monotonic.sleep(seconds: 0.002)
-    }
-    return condition()
 }

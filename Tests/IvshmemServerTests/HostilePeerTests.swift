@@ -6,6 +6,7 @@ import Synchronization
 import Testing
 #if canImport(Glibc)
 import Glibc
+import IvshmemTestSupport
 #endif
 
 /// Peers (and local users) that attack the server: each test asserts the server survives,
@@ -360,7 +361,7 @@ struct HostilePeerTests {
                     // Give the racer its chance: wait until it swapped this socket, briefly;
                     // then the server's deinit closes and unlinks.
                     withExtendedLifetime(server) {
-                        _ = settles(timeout: 0.05) { (try? FileSystem.status(ofPath: sock))??.isSocket != true }
+                        _ = Monotonic.poll(timeout: 0.05) { (try? FileSystem.status(ofPath: sock))??.isSocket != true }
                     }
                 }
                 try? FileSystem.unlinkIfPresent(sock)

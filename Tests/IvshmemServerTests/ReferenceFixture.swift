@@ -1,4 +1,5 @@
 import Foundation
+import IvshmemTestSupport
 
 /// The capture of what the reference server sent three clients
 /// (`fixtures/reference/v2-server-3-peers/*.jsonl`), one record per message.
@@ -26,12 +27,7 @@ struct FixtureRecord: Decodable, Equatable, CustomStringConvertible {
 }
 
 enum ReferenceFixture {
-    static var directory: String {
-        // Tests/IvshmemServerTests/ReferenceFixture.swift → repository root.
-        let file = URL(fileURLWithPath: #filePath)
-        return file.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("fixtures/reference/v2-server-3-peers").path
-    }
+    static var directory: String { Repository.path("fixtures/reference/v2-server-3-peers") }
 
     static func records(for client: String) throws -> [FixtureRecord] {
         let text = try String(contentsOfFile: directory + "/\(client).jsonl", encoding: .utf8)

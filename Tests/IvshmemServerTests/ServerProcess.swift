@@ -1,38 +1,8 @@
 import IvshmemPosix
+import IvshmemTestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// Where test scratch files go: a fresh private directory with a short path (socket paths
-/// must fit sun_path).
-final class ScratchDirectory {
-    let path: String
-    init() throws { path = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivs2-test-XXXXXX") }
-    func file(_ name: String) -> String { path + "/" + name }
-    deinit { FileSystem.removeDirectoryTree(path) }
-}
-
-/// The built `ivshmem2` executable, next to the test bundle.
-enum BuiltProducts {
-    struct Missing: Error, CustomStringConvertible {
-        var looked: String
-        var description: String { "the ivshmem2 executable is not at \(looked); build it (swift build --product ivshmem2) before the tests" }
-    }
-
-    /// `IVSHMEM2_BINARY` overrides where to look (a build folder of another configuration).
-    static func ivshmem2() throws -> String {
-        if let override = getenv("IVSHMEM2_BINARY") { return String(cString: override) }
-        let exe = try SpawnedProcess.currentExecutablePath()
-        var directory = exe
-        while let slash = directory.lastIndex(of: "/"), !directory.isEmpty {
-            directory = String(directory[..<slash])
-            let candidate = directory + "/ivshmem2"
-            if let st = try FileSystem.status(ofPath: candidate), st.isRegularFile { return candidate }
-            if directory.hasSuffix("/debug") || directory.hasSuffix("/release") || directory.split(separator: "/").count < 3 { break }
-        }
-        throw Missing(looked: directory + "/ivshmem2")
-    }
-}
 
 /// The result of running `ivshmem2` to completion.
 struct CommandResult {
@@ -69,16 +39,15 @@ final class ServerProcess {
     }
 
     func waitUntilListening(timeout: Double = 10) throws {
-        let deadline = Monotonic.now() + timeout
-        while Monotonic.now() < deadline {
-            if log.contains("listening") { return }
+        let listening = try Monotonic.poll(timeout: timeout, interval: 0.01) {
+            if log.contains("listening") { return true }
             if let status = try process.waitWithTimeout(seconds: 0) {
                 stopped = true
                 throw StartFailed(description: "server exited (\(status)) before listening: \(log)")
             }
-            Monotonic.sleep(seconds: 0.01)
+            return false
         }
-        throw StartFailed(description: "server did not listen within \(timeout) s: \(log)")
+        if !listening { throw StartFailed(description: "server did not listen within \(timeout) s: \(log)") }
     }
 
     var log: String {
@@ -125,20 +94,6 @@ final class ServerProcess {
     }
 }
 
-/// Descriptor accounting for leak checks: other test targets may run in parallel in the same
-/// process, so wait (briefly) for the count to come back rather than sampling it once.
-enum DescriptorCount {
-    static func settle(toAtMost baseline: Int, timeout: Double = 3) -> Int {
-        let deadline = Monotonic.now() + timeout
-        var now = FileDescriptor.openCount()
-        while now > baseline && Monotonic.now() < deadline {
-            Monotonic.sleep(seconds: 0.02)
-            now = FileDescriptor.openCount()
-        }
-        return now
-    }
-}
-
 /// Resource figures of another process, from /proc: what the hostile-peer and churn tests
 /// compare before and after.
 struct ProcessResources: Equatable, CustomStringConvertible {
@@ -172,11 +127,6 @@ extension ServerProcess {
 
     /// Waits (up to `timeout` s) until the log contains `text`.
     func logSettles(containing text: String, timeout: Double = 10) -> Bool {
-        let deadline = Monotonic.now() + timeout
-        while !log.contains(text) {
-            if Monotonic.now() >= deadline { return false }
-            Monotonic.sleep(seconds: 0.01)
-        }
-        return true
+        Monotonic.poll(timeout: timeout, interval: 0.01) { log.contains(text) }
     }
 }

@@ -4,6 +4,7 @@ import IvshmemWire
 import Testing
 #if canImport(Glibc)
 import Glibc
+import IvshmemTestSupport
 #endif
 
 /// The `ivshmem2 server` executable as a real process, with real UNIX sockets, eventfds and
@@ -478,8 +479,7 @@ struct ServerProcessTests {
             try client.receive(2)
             client.close()
             #expect(kill(pid, SIGTERM) == 0)
-            let deadline = Monotonic.now() + 10
-            while (try FileSystem.status(ofPath: sock)) != nil && Monotonic.now() < deadline { Monotonic.sleep(seconds: 0.02) }
+            _ = try Monotonic.poll(timeout: 10, interval: 0.02) { try FileSystem.status(ofPath: sock) == nil }
             #expect(try FileSystem.status(ofPath: sock) == nil, "the daemon cleaned up after SIGTERM")
         }
     }

@@ -7,15 +7,6 @@ import Testing
 @Suite(.serialized)
 enum IvshmemServerTestSuite {}
 
-/// Runs `body` and checks the process holds no more descriptors afterwards than before
-/// (every socket, eventfd and mapping released).
-func expectNoDescriptorLeak(_ what: String = #function, _ body: () throws -> Void) throws {
-    let baseline = FileDescriptor.openCount()
-    try body()
-    let after = DescriptorCount.settle(toAtMost: baseline)
-    #expect(after <= baseline, "descriptor leak in \(what): \(baseline) before, \(after) after: \(FileDescriptor.openDescriptors())")
-}
-
 /// A unique name for a POSIX shared-memory object used by one test.
 func uniqueShmName(_ tag: String) -> String {
     "ivs2-test-\(SpawnedProcess.currentProcessID)-\(tag)-\(UInt32.random(in: 0...UInt32.max))"

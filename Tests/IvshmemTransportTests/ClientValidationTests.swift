@@ -1,17 +1,15 @@
 import Foundation
 import IvshmemHarness
 import Testing
+import IvshmemTestSupport
 
 /// What a device checks in what a server sends, provoked by a scripted hostile server. The
 /// checks themselves live in the harness (`check wire-cli-N`, run by the conformance suite in
 /// every profile); this runs the same cases once under the `spec` profile, so `swift test`
 /// alone catches a regression, without a second copy of any check.
 @Suite(.serialized) struct ClientValidationTests {
-    static let conformance = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("fixtures/conformance")
-
     func runConformanceScript(_ name: String) throws {
-        let script = try ScriptParser.parse(String(contentsOf: Self.conformance.appendingPathComponent(name), encoding: .utf8), path: name)
+        let script = try ScriptParser.parse(Repository.text("fixtures/conformance/" + name), path: name)
         let results = ScriptRunner().run(script, profile: "spec")
         #expect(results.count == script.cases.count && results.allSatisfy(\.passed), "\(Reports.text(results))")
     }

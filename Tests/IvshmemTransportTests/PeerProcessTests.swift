@@ -3,28 +3,12 @@ import Glibc
 #endif
 import Foundation
 import IvshmemPosix
+import IvshmemTestSupport
 import Testing
-
-/// The `ivshmem2` binary built next to this test bundle.
-func ivshmem2Binary() throws -> String {
-    let exe = try SpawnedProcess.currentExecutablePath()
-    var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-    if dir.pathExtension == "xctest" || dir.lastPathComponent == "MacOS" { dir = dir.deletingLastPathComponent() }
-    let path = dir.appendingPathComponent("ivshmem2").path
-    guard FileManager.default.isExecutableFile(atPath: path) else {
-        throw ValidationFailure("ivshmem2 is not built at \(path): run `swift build` (make test does) before the tests")
-    }
-    return path
-}
-
-struct ValidationFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ d: String) { description = d }
-}
 
 /// `ivshmem2 ARGS` as a child followed line by line.
 func Child(_ name: String, _ args: [String]) throws -> LineProcess {
-    try LineProcess(name: name, executable: try ivshmem2Binary(), arguments: args)
+    try LineProcess(name: name, executable: try BuiltProducts.ivshmem2(), arguments: args)
 }
 
 extension LineProcess {
@@ -38,7 +22,7 @@ func withServerProcess(_ body: (_ socket: String, _ server: LineProcess) throws 
     let sock = dir + "/s.sock"
     let server = try Child("server", ["server", "-F", "-S", sock, "-l", "1M", "-n", "4", "-V", "2", "-o", "64K"])
     defer { _ = try? server.stop(signal: SIGTERM) }
-    #expect(eventually { (try? UnixSocket.probe(path: sock)) == .live })
+    #expect(Monotonic.poll(timeout: 10) { (try? UnixSocket.probe(path: sock)) == .live })
     try body(sock, server)
 }
 

@@ -6,57 +6,16 @@ import IvshmemPosix
 import IvshmemServer
 import IvshmemTransport
 import IvshmemWire
+import IvshmemTestSupport
 import Logging
 import Testing
 
 /// The harness's scripted hostile server.
 typealias ScriptedServer = HostileServer
 
-/// Raw bytes of a message with an arbitrary type/len header.
-func rawMessage(type: UInt32, length: UInt32, body: [UInt8]) -> [UInt8] {
-    var b: [UInt8] = []
-    for v in [type, length] { withUnsafeBytes(of: v.littleEndian) { b += $0 } }
-    return b + body
-}
-
-func le32(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
-func le64(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
-
 /// A shared-memory fd of `size` bytes (memfd).
 func makeSharedMemory(size: Int) throws -> FileDescriptor {
     try IvshmemPosix.SharedMemory.createAnonymous(name: "test", size: size)
-}
-
-/// Polls until `condition` holds or `timeout` seconds pass.
-func eventually(timeout: Double = 10, _ condition: () -> Bool) -> Bool {
-    Monotonic.poll(timeout: timeout, interval: 0.002, condition)
-}
-
-/// An embedded server (the real server code on its own thread) on a fresh socket path.
-final class TestServer {
-    let directory: String
-    let path: String
-    let thread: ServerThread
-
-    init(maxPeers: UInt64 = 4, vectors: UInt64 = 2, size: UInt64 = 1 << 20, outputSectionSize: UInt64 = 0x10000, protocolValue: UInt64 = 0) throws {
-        directory = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-transport.XXXXXX")
-        path = directory + "/ivshmem.sock"
-        var c = ServerConfiguration()
-        c.socketPath = path
-        c.maxPeers = maxPeers
-        c.vectors = vectors
-        c.size = size
-        c.outputSectionSize = outputSectionSize
-        c.protocolValue = protocolValue
-        var logger = Logger(label: "test-server")
-        logger.logLevel = .critical
-        thread = try ServerThread.start(configuration: c, logger: logger)
-    }
-
-    func stop() {
-        thread.stop()
-        FileSystem.removeDirectoryTree(directory)
-    }
 }
 
 /// A device on a platform with MSI-X programmed (data = vector) and interrupts enabled, as a

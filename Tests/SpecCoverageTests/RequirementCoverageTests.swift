@@ -1,12 +1,13 @@
 import Foundation
 import IvshmemSpec
 import Testing
+import IvshmemTestSupport
 
 /// The coverage gate: every requirement ID defined in spec/ivshmem2.md is named by at least one
 /// test, every ID a test or table names exists, and the tables compiled into the library are
 /// the ones in spec/tables.
 @Suite struct RequirementCoverageTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let root = Repository.root
     static var idPattern: Regex<AnyRegexOutput> { try! Regex(#"\b(?:CFG|CAP|MSIX|REG|SHM|IRQ|DEV|PROTO|WIRE|SRV)(?:-[A-Z]+)+-[0-9]+\b"#) }
 
     static func specText() throws -> String {
