@@ -88,13 +88,93 @@ public struct Script: Sendable {
     }
 }
 
-/// A script error with the position it refers to.
+/// A script error with the position it refers to and what is wrong, as a typed reason.
 public struct ScriptError: Error, Sendable, CustomStringConvertible, Equatable {
     public var path: String
     public var line: Int
     public var column: Int
-    public var message: String
+    public var reason: Reason
+    public var message: String { reason.description }
     public var description: String { "\(path):\(line):\(column): error: \(message)" }
+
+    public init(path: String, line: Int, column: Int, reason: Reason) {
+        self.path = path
+        self.line = line
+        self.column = column
+        self.reason = reason
+    }
+
+    /// What is wrong with a script line; `description` is the message shown to the user.
+    public enum Reason: Equatable, Sendable, CustomStringConvertible {
+        case emptyProfileCondition
+        case profileConditionWithoutStatement
+        /// `statement` lacks an argument: "case needs a name".
+        case missingArgument(statement: String, what: String)
+        /// `statement` takes no arguments but got some.
+        case unexpectedArguments(statement: String)
+        /// `covers` or `profiles` before the first case.
+        case outsideCase(statement: String)
+        case misplacedServer
+        case notARequirementID(String)
+        case notANumber(String)
+        case numberTooLarge(String)
+        case notADuration(String)
+        case notKeyValue(String)
+        case unknownOption(String, known: [String])
+        /// A known option with a value it does not take; `expected` says what it takes.
+        case invalidOptionValue(option: String, expected: String)
+        case unknownCheck(String, known: [String])
+        case unknownStatement(String)
+        /// A peer command with too few arguments; `usage` is its synopsis.
+        case usage(String)
+        case unknownMessageType(String)
+        case notHexBytes(String)
+        case notAHexByte(String)
+        case doorbellVectorTooWide(UInt64)
+        case vectorOutOfRange(UInt64)
+        case notAPeerID(String)
+        case unknownExpectation(String)
+        case missingComparison
+        case missingExpectedValue
+        case unexpectedAfterValue(String)
+        case unknownCommand(String)
+        case badLocation(String)
+        case noStatements
+
+        public var description: String {
+            switch self {
+            case .emptyProfileCondition: return "empty profile condition"
+            case .profileConditionWithoutStatement: return "a profile condition needs a statement after it"
+            case .missingArgument(let statement, let what): return "\(statement) needs \(what)"
+            case .unexpectedArguments(let statement): return "\(statement) takes no arguments"
+            case .outsideCase(let statement): return "'\(statement)' belongs inside a case"
+            case .misplacedServer: return "'server' belongs before the first case, or before the first statement of a case (without a profile condition)"
+            case .notARequirementID(let t): return "'\(t)' is not a requirement ID (like REG-DB-3)"
+            case .notANumber(let t): return "'\(t)' is not a number (decimal, 0x hex, K/M/G suffix)"
+            case .numberTooLarge(let t): return "'\(t)' does not fit in 64 bits"
+            case .notADuration(let t): return "'\(t)' is not a duration in seconds between 0 and 3600"
+            case .notKeyValue(let t): return "expected key=value, got '\(t)'"
+            case .unknownOption(let o, let known): return "unknown option '\(o)' (known: \(known.joined(separator: ", ")))"
+            case .invalidOptionValue(let option, let expected): return "\(option) \(expected)"
+            case .unknownCheck(let c, let known): return "unknown built-in check '\(c)' (known: \(known.joined(separator: ", ")))"
+            case .unknownStatement(let t): return "unknown statement '\(t)'"
+            case .usage(let u): return "usage: \(u)"
+            case .unknownMessageType: return "message type must be INIT, EVENT_FD or PEER_GONE"
+            case .notHexBytes: return "send takes hex bytes, e.g. 01020304"
+            case .notAHexByte(let t): return "'\(t)' is not a hex byte"
+            case .doorbellVectorTooWide(let v): return "a doorbell vector is 16 bits (REG-DB-1); \(v) would spill into the target ID"
+            case .vectorOutOfRange(let v): return "vector \(v) is out of range (0…65535)"
+            case .notAPeerID(let t): return "'\(t)' is not a peer ID"
+            case .unknownExpectation(let t): return "unknown expectation '\(t)'"
+            case .missingComparison: return "expected == or != after the location"
+            case .missingExpectedValue: return "missing the expected value"
+            case .unexpectedAfterValue(let t): return "unexpected '\(t)' (only 'mask <m>' may follow the value)"
+            case .unknownCommand(let t): return "unknown command '\(t)' (read8/16/32/64, write8/16/32/64, ring, state, wait, expect, reset, leave)"
+            case .badLocation(let t): return "expected <space>:<offset> with space cfg, reg, msix, bar0, bar1, bar2, shm, mem or io; got '\(t)'"
+            case .noStatements: return "the script has no statements"
+            }
+        }
+    }
 }
 
 /// Parses the script format documented on `Script`.
@@ -109,8 +189,8 @@ public enum ScriptParser {
             if let hash = body.firstIndex(of: "#") { body = body[..<hash] }
             let tokens = tokenize(body)
             guard !tokens.isEmpty else { continue }
-            func fail(_ t: Token?, _ m: String) -> ScriptError {
-                ScriptError(path: path, line: lineNo, column: (t?.column ?? tokens.last!.column + tokens.last!.text.count) , message: m)
+            func fail(_ t: Token?, _ reason: ScriptError.Reason) -> ScriptError {
+                ScriptError(path: path, line: lineNo, column: t?.column ?? tokens.last!.column + tokens.last!.text.count, reason: reason)
             }
             var k = 0
             var only: [String]?
@@ -119,26 +199,26 @@ public enum ScriptParser {
                 var inner = String(tokens[0].text.dropFirst().dropLast())
                 if inner.hasPrefix("!") { negated = true; inner.removeFirst() }
                 only = inner.split(separator: ",").map(String.init)
-                guard !only!.isEmpty else { throw fail(tokens[0], "empty profile condition") }
+                guard !only!.isEmpty else { throw fail(tokens[0], .emptyProfileCondition) }
                 k = 1
             }
-            guard k < tokens.count else { throw fail(nil, "a profile condition needs a statement after it") }
+            guard k < tokens.count else { throw fail(nil, .profileConditionWithoutStatement) }
             let head = tokens[k]
             // Case-structure statements.
             switch head.text {
             case "case":
-                guard k + 1 < tokens.count else { throw fail(nil, "case needs a name") }
+                guard k + 1 < tokens.count else { throw fail(nil, .missingArgument(statement: "case", what: "a name")) }
                 cases.append(Script.Case(name: tokens[k + 1].text, line: lineNo, covers: [], profiles: nil, statements: []))
                 continue
             case "covers":
-                guard !cases.isEmpty else { throw fail(head, "'covers' belongs inside a case") }
+                guard !cases.isEmpty else { throw fail(head, .outsideCase(statement: "covers")) }
                 let ids = tokens[(k + 1)...].map(\.text)
-                guard !ids.isEmpty else { throw fail(nil, "covers needs at least one requirement ID") }
-                for t in tokens[(k + 1)...] where !isRequirementID(t.text) { throw fail(t, "'\(t.text)' is not a requirement ID (like REG-DB-3)") }
+                guard !ids.isEmpty else { throw fail(nil, .missingArgument(statement: "covers", what: "at least one requirement ID")) }
+                for t in tokens[(k + 1)...] where !isRequirementID(t.text) { throw fail(t, .notARequirementID(t.text)) }
                 cases[cases.count - 1].covers += ids
                 continue
             case "profiles":
-                guard !cases.isEmpty else { throw fail(head, "'profiles' belongs inside a case") }
+                guard !cases.isEmpty else { throw fail(head, .outsideCase(statement: "profiles")) }
                 cases[cases.count - 1].profiles = tokens[(k + 1)...].map(\.text)
                 continue
             default: break
@@ -147,7 +227,7 @@ public enum ScriptParser {
             if case .server = statement.command, !cases.isEmpty {
                 // Inside a case: this case's own server settings, before its first statement.
                 guard cases[cases.count - 1].statements.isEmpty, only == nil else {
-                    throw fail(head, "'server' belongs before the first case, or before the first statement of a case (without a profile condition)")
+                    throw fail(head, .misplacedServer)
                 }
                 cases[cases.count - 1].server.append(statement)
                 continue
@@ -159,7 +239,7 @@ public enum ScriptParser {
             cases[cases.count - 1].statements.append(statement)
         }
         guard !cases.isEmpty else {
-            throw ScriptError(path: path, line: 1, column: 1, message: "the script has no statements")
+            throw ScriptError(path: path, line: 1, column: 1, reason: .noStatements)
         }
         return Script(path: path, prelude: prelude, cases: cases)
     }
@@ -192,7 +272,7 @@ public enum ScriptParser {
         return out
     }
 
-    static func number(_ t: Token, fail: (Token?, String) -> ScriptError) throws -> UInt64 {
+    static func number(_ t: Token, fail: (Token?, ScriptError.Reason) -> ScriptError) throws -> UInt64 {
         var text = t.text.replacingUnderscores
         var scale: UInt64 = 1
         if let last = text.last, let u = ["K": UInt64(1) << 10, "M": 1 << 20, "G": 1 << 30][last.uppercased()] {
@@ -201,33 +281,33 @@ public enum ScriptParser {
         }
         let v: UInt64?
         if text.hasPrefix("0x") || text.hasPrefix("0X") { v = UInt64(text.dropFirst(2), radix: 16) } else { v = UInt64(text) }
-        guard let n = v else { throw fail(t, "'\(t.text)' is not a number (decimal, 0x hex, K/M/G suffix)") }
+        guard let n = v else { throw fail(t, .notANumber(t.text)) }
         let (scaled, overflow) = n.multipliedReportingOverflow(by: scale)
-        guard !overflow else { throw fail(t, "'\(t.text)' does not fit in 64 bits") }
+        guard !overflow else { throw fail(t, .numberTooLarge(t.text)) }
         return scaled
     }
 
-    static func seconds(_ t: Token, fail: (Token?, String) -> ScriptError) throws -> Double {
+    static func seconds(_ t: Token, fail: (Token?, ScriptError.Reason) -> ScriptError) throws -> Double {
         guard let v = Double(t.text.hasSuffix("s") ? String(t.text.dropLast()) : t.text), v.isFinite, v >= 0, v <= 3600 else {
-            throw fail(t, "'\(t.text)' is not a duration in seconds between 0 and 3600")
+            throw fail(t, .notADuration(t.text))
         }
         return v
     }
 
-    static func keyValues(_ tokens: ArraySlice<Token>, allowed: Set<String>, fail: (Token?, String) -> ScriptError) throws -> [String: String] {
+    static func keyValues(_ tokens: ArraySlice<Token>, allowed: Set<String>, fail: (Token?, ScriptError.Reason) -> ScriptError) throws -> [String: String] {
         var out: [String: String] = [:]
         for t in tokens {
             var kv = t.text.split(separator: "=", maxSplits: 1).map(String.init)
             // `key="text"`: the quotes are not part of the value.
             if kv.count == 2, kv[1].count >= 2, kv[1].hasPrefix("\""), kv[1].hasSuffix("\"") { kv[1] = String(kv[1].dropFirst().dropLast()) }
-            guard kv.count == 2, !kv[1].isEmpty else { throw fail(t, "expected key=value, got '\(t.text)'") }
-            guard allowed.contains(kv[0]) else { throw fail(t, "unknown option '\(kv[0])' (known: \(allowed.sorted().joined(separator: ", ")))") }
+            guard kv.count == 2, !kv[1].isEmpty else { throw fail(t, .notKeyValue(t.text)) }
+            guard allowed.contains(kv[0]) else { throw fail(t, .unknownOption(kv[0], known: allowed.sorted())) }
             out[kv[0]] = kv[1]
         }
         return out
     }
 
-    static func parseStatement(_ t: [Token], line: Int, text: String, only: [String]?, negated: Bool, fail: (Token?, String) -> ScriptError) throws -> Script.Statement {
+    static func parseStatement(_ t: [Token], line: Int, text: String, only: [String]?, negated: Bool, fail: (Token?, ScriptError.Reason) -> ScriptError) throws -> Script.Statement {
         func make(_ actor: String?, _ c: Script.Command) -> Script.Statement {
             Script.Statement(line: line, text: text, onlyProfiles: only, negated: negated, actor: actor, command: c)
         }
@@ -235,35 +315,35 @@ public enum ScriptParser {
         case "server":
             return make(nil, .server(try keyValues(t[1...], allowed: ["vectors", "max-peers", "size", "output", "protocol"], fail: fail)))
         case "join":
-            guard t.count >= 2 else { throw fail(nil, "join needs a peer name") }
+            guard t.count >= 2 else { throw fail(nil, .missingArgument(statement: "join", what: "a peer name")) }
             let opts = try keyValues(t[2...], allowed: ["profile", "setup", "checking", "spin-us", "fails", "intx", "register-space"], fail: fail)
-            if let s = opts["setup"], PeerSetup(rawValue: s) == nil { throw fail(t[2], "setup must be raw, firmware or ready") }
-            if let s = opts["register-space"], RegisterSpace(rawValue: s) == nil { throw fail(t[2], "register-space must be memory or io") }
-            if let s = opts["intx"], UInt8(s) == nil { throw fail(t[2], "intx takes the interrupt pin, 1 (INTA#) to 4 (INTD#)") }
+            if let s = opts["setup"], PeerSetup(rawValue: s) == nil { throw fail(t[2], .invalidOptionValue(option: "setup", expected: "must be raw, firmware or ready")) }
+            if let s = opts["register-space"], RegisterSpace(rawValue: s) == nil { throw fail(t[2], .invalidOptionValue(option: "register-space", expected: "must be memory or io")) }
+            if let s = opts["intx"], UInt8(s) == nil { throw fail(t[2], .invalidOptionValue(option: "intx", expected: "takes the interrupt pin, 1 (INTA#) to 4 (INTD#)")) }
             return make(nil, .join(name: t[1].text, options: opts))
         case "check":
-            guard t.count == 2 else { throw fail(nil, "check needs the name of a built-in check") }
+            guard t.count == 2 else { throw fail(nil, .missingArgument(statement: "check", what: "the name of a built-in check")) }
             guard BuiltinChecks.all[t[1].text] != nil else {
-                throw fail(t[1], "unknown built-in check '\(t[1].text)' (known: \(BuiltinChecks.all.keys.sorted().joined(separator: ", ")))")
+                throw fail(t[1], .unknownCheck(t[1].text, known: BuiltinChecks.all.keys.sorted()))
             }
             return make(nil, .check(t[1].text))
         case "client":
-            guard t.count == 2 else { throw fail(nil, "client needs a name") }
+            guard t.count == 2 else { throw fail(nil, .missingArgument(statement: "client", what: "a name")) }
             return make(nil, .client(name: t[1].text))
         case "settle":
-            guard t.count == 1 else { throw fail(t[1], "settle takes no arguments") }
+            guard t.count == 1 else { throw fail(t[1], .unexpectedArguments(statement: "settle")) }
             return make(nil, .settle)
         case "sleep":
-            guard t.count == 2 else { throw fail(nil, "sleep needs a duration") }
+            guard t.count == 2 else { throw fail(nil, .missingArgument(statement: "sleep", what: "a duration")) }
             return make(nil, .sleep(try seconds(t[1], fail: fail)))
         default: break
         }
-        guard t.count >= 2 else { throw fail(t[0], "unknown statement '\(t[0].text)'") }
+        guard t.count >= 2 else { throw fail(t[0], .unknownStatement(t[0].text)) }
         let actor = t[0].text
         let verb = t[1]
         let args = Array(t[2...])
         func need(_ n: Int, _ usage: String) throws {
-            guard args.count >= n else { throw fail(nil, "usage: \(actor) \(usage)") }
+            guard args.count >= n else { throw fail(nil, .usage("\(actor) \(usage)")) }
         }
         switch verb.text {
         case "leave": return make(actor, .leave)
@@ -279,7 +359,7 @@ public enum ScriptParser {
                 "INIT": ["version", "compatible", "id", "max-peers", "vectors", "protocol", "output", "fds"],
                 "EVENT_FD": ["id", "vector", "fds"], "PEER_GONE": ["id", "fds"],
             ]
-            guard let keys = allowed[type] else { throw fail(args[0], "message type must be INIT, EVENT_FD or PEER_GONE") }
+            guard let keys = allowed[type] else { throw fail(args[0], .unknownMessageType(args[0].text)) }
             let kv = try keyValues(args[1...], allowed: keys, fail: fail)
             var fields: [String: UInt64] = [:]
             for (k, v) in kv { fields[k] = try number(Token(text: v, column: verb.column), fail: fail) }
@@ -287,12 +367,12 @@ public enum ScriptParser {
         case "send":
             try need(1, "send <hex bytes>")
             let hex = args.map(\.text).joined()
-            guard hex.count % 2 == 0, !hex.isEmpty else { throw fail(args[0], "send takes hex bytes, e.g. 01020304") }
+            guard hex.count % 2 == 0, !hex.isEmpty else { throw fail(args[0], .notHexBytes(args[0].text)) }
             var bytes: [UInt8] = []
             var i = hex.startIndex
             while i < hex.endIndex {
                 let j = hex.index(i, offsetBy: 2)
-                guard let b = UInt8(hex[i..<j], radix: 16) else { throw fail(args[0], "'\(hex[i..<j])' is not a hex byte") }
+                guard let b = UInt8(hex[i..<j], radix: 16) else { throw fail(args[0], .notAHexByte(String(hex[i..<j]))) }
                 bytes.append(b)
                 i = j
             }
@@ -301,17 +381,17 @@ public enum ScriptParser {
         case "ring":
             try need(2, "ring <peer> <vector>")
             let vector = try number(args[1], fail: fail)
-            guard vector <= 0xFFFF else { throw fail(args[1], "a doorbell vector is 16 bits (REG-DB-1); \(vector) would spill into the target ID") }
+            guard vector <= 0xFFFF else { throw fail(args[1], .doorbellVectorTooWide(vector)) }
             return make(actor, .ring(target: args[0].text, vector: vector))
         case "state":
             try need(1, "state <value>")
             return make(actor, .state(try number(args[0], fail: fail)))
         case "wait":
-            guard args.first?.text == "irq" else { throw fail(args.first ?? verb, "usage: \(actor) wait irq [vector=N] [timeout=S]") }
+            guard args.first?.text == "irq" else { throw fail(args.first ?? verb, .usage("\(actor) wait irq [vector=N] [timeout=S]")) }
             let kv = try keyValues(args[1...], allowed: ["vector", "timeout", "pin", "address", "data"], fail: fail)
             func num(_ k: String) throws -> UInt64? { try kv[k].map { try number(Token(text: $0, column: verb.column), fail: fail) } }
             let vector = try num("vector").map { v -> Int in
-                guard v <= 0xFFFF else { throw fail(args[1], "vector \(v) is out of range (0…65535)") }
+                guard v <= 0xFFFF else { throw fail(args[1], .vectorOutOfRange(v)) }
                 return Int(v)
             }
             let timeout = try kv["timeout"].map { try seconds(Token(text: $0, column: verb.column), fail: fail) } ?? 5
@@ -322,7 +402,7 @@ public enum ScriptParser {
             switch args[0].text {
             case "finding":
                 try need(2, "expect finding <REQUIREMENT-ID>")
-                guard isRequirementID(args[1].text) else { throw fail(args[1], "'\(args[1].text)' is not a requirement ID") }
+                guard isRequirementID(args[1].text) else { throw fail(args[1], .notARequirementID(args[1].text)) }
                 return make(actor, .expectFinding(args[1].text))
             case "no-findings": return make(actor, .expectNoFindings)
             case "no-irq":
@@ -331,7 +411,7 @@ public enum ScriptParser {
             case "peers":
                 try need(2, "expect peers <id,id,…>")
                 let ids = try args[1].text.split(separator: ",").map { s -> UInt32 in
-                    guard let v = UInt32(s) else { throw fail(args[1], "'\(s)' is not a peer ID") }
+                    guard let v = UInt32(s) else { throw fail(args[1], .notAPeerID(String(s))) }
                     return v
                 }
                 return make(actor, .expectPeers(ids))
@@ -339,7 +419,7 @@ public enum ScriptParser {
                 try need(2, "expect id <n>")
                 return make(actor, .expectID(UInt32(truncatingIfNeeded: try number(args[1], fail: fail))))
             default:
-                throw fail(args[0], "unknown expectation '\(args[0].text)'")
+                throw fail(args[0], .unknownExpectation(args[0].text))
             }
         default:
             if let bits = accessBits(verb.text, "read") {
@@ -347,11 +427,11 @@ public enum ScriptParser {
                 let (space, offset) = try location(args[0], fail: fail)
                 var compare: (Script.Comparison, UInt64, mask: UInt64)?
                 if args.count > 1 {
-                    guard let op = Script.Comparison(rawValue: args[1].text) else { throw fail(args[1], "expected == or != after the location") }
-                    guard args.count >= 3 else { throw fail(nil, "missing the expected value") }
+                    guard let op = Script.Comparison(rawValue: args[1].text) else { throw fail(args[1], .missingComparison) }
+                    guard args.count >= 3 else { throw fail(nil, .missingExpectedValue) }
                     var mask: UInt64 = bits == 64 ? .max : (1 << UInt64(bits)) - 1
                     if args.count >= 5, args[3].text == "mask" { mask = try number(args[4], fail: fail) } else if args.count > 3 {
-                        throw fail(args[3], "unexpected '\(args[3].text)' (only 'mask <m>' may follow the value)")
+                        throw fail(args[3], .unexpectedAfterValue(args[3].text))
                     }
                     compare = (op, try number(args[2], fail: fail), mask)
                 }
@@ -362,7 +442,7 @@ public enum ScriptParser {
                 let (space, offset) = try location(args[0], fail: fail)
                 return make(actor, .write(bits: bits, space: space, offset: offset, value: try number(args[1], fail: fail)))
             }
-            throw fail(verb, "unknown command '\(verb.text)' (read8/16/32/64, write8/16/32/64, ring, state, wait, expect, reset, leave)")
+            throw fail(verb, .unknownCommand(verb.text))
         }
     }
 
@@ -371,10 +451,10 @@ public enum ScriptParser {
         return b
     }
 
-    static func location(_ t: Token, fail: (Token?, String) -> ScriptError) throws -> (Script.Space, UInt64) {
+    static func location(_ t: Token, fail: (Token?, ScriptError.Reason) -> ScriptError) throws -> (Script.Space, UInt64) {
         let parts = t.text.split(separator: ":", maxSplits: 1).map(String.init)
         guard parts.count == 2, let space = Script.Space(rawValue: parts[0]) else {
-            throw fail(t, "expected <space>:<offset> with space cfg, reg, msix, bar0, bar1, bar2, shm, mem or io; got '\(t.text)'")
+            throw fail(t, .badLocation(t.text))
         }
         return (space, try number(Token(text: parts[1], column: t.column + parts[0].count + 1), fail: fail))
     }

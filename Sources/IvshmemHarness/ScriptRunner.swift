@@ -81,7 +81,7 @@ public struct ScriptRunner: Sendable {
             guard case .server(let kv) = st.command else { continue }
             func num(_ k: String) throws -> UInt64? {
                 guard let t = kv[k] else { return nil }
-                return try ScriptParser.number(.init(text: t, column: 1)) { _, m in ScriptError(path: script.path, line: st.line, column: 1, message: m) }
+                return try ScriptParser.number(.init(text: t, column: 1)) { _, reason in ScriptError(path: script.path, line: st.line, column: 1, reason: reason) }
             }
             if let v = try num("vectors") { c.vectors = v }
             if let v = try num("max-peers") { c.maxPeers = v }

@@ -151,13 +151,8 @@ final class ServerSharedMemory {
     /// and reads as 0 once the size is restored.
     func clearState(ofPeer id: UInt32) -> Bool {
         guard Int(id) < entryCount else { return true }
-        if sizeIsSealed {
-            ivs_store32_release(stateTable.base + Int(id) * 4, 0)
-            ivs_full_fence()
-            return true
-        }
-        // The size was checked just before, but a peer can truncate at any moment: the store
-        // itself is guarded against SIGBUS.
-        return stateTable.storeGuarded(0, at: Int(id) * 4)
+        // Unsealed: the size was checked just before, but a peer can truncate at any moment,
+        // so the store itself is guarded against SIGBUS.
+        return ivs_state_store32(stateTable.base + Int(id) * 4, sizeIsSealed ? 0 : 1, 0) == 0
     }
 }

@@ -90,6 +90,28 @@ int ivs_guarded_copy(void *dst, const void *src, size_t n);
 int ivs_guarded_load32_acquire(const void *p, uint32_t *out);
 int ivs_guarded_store32_release(void *p, uint32_t v);
 
+/// A State Table entry (SHM-ST-*), the one implementation of its ordering for the model and the
+/// server: loads are acquire; a store is release followed by a full fence, so that it is visible
+/// before anything the caller signals next (an eventfd write, a PEER_GONE). With `guarded` (the
+/// memory is not size-sealed, another process may truncate it) the access goes through the
+/// SIGBUS guard above and returns -1 when the page is gone (a lost load reads 0); otherwise it
+/// is a plain atomic and returns 0.
+static inline int ivs_state_load32(const void *p, int guarded, uint32_t *out) {
+    if (guarded) {
+        if (ivs_guarded_load32_acquire(p, out) == 0) return 0;
+        *out = 0;
+        return -1;
+    }
+    *out = ivs_load32_acquire(p);
+    return 0;
+}
+static inline int ivs_state_store32(void *p, int guarded, uint32_t v) {
+    if (guarded) return ivs_guarded_store32_release(p, v);
+    ivs_store32_release(p, v);
+    ivs_full_fence();
+    return 0;
+}
+
 /// ThreadSanitizer annotations for locks it cannot see (Synchronization.Mutex takes a contended
 /// lock inside the kernel, a PI futex, so TSan misses the ordering and reports false races).
 /// Weak: without the TSan runtime linked in they are null and these calls do nothing.
