@@ -118,9 +118,10 @@ let package = Package(
         .executableTarget(name: "fuzz-tables", dependencies: ["IvshmemFuzz"]),
 
         // What every test target shares (repository paths, scratch folders, the built ivshmem2,
-        // descriptor-leak checks, an embedded server): one implementation, not one per target.
+        // descriptor-leak checks, an embedded server, conformance files run as tests): one
+        // implementation, not one per target.
         .target(name: "IvshmemTestSupport", dependencies: [
-            "IvshmemPosix", "IvshmemServer", .product(name: "Logging", package: "swift-log"),
+            "IvshmemPosix", "IvshmemServer", "IvshmemHarness", .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/IvshmemTestSupport"),
 
         .testTarget(name: "IvshmemModelTests", dependencies: ["IvshmemModel", "IvshmemSpec", "IvshmemPlatform", "IvshmemSync", "IvshmemTestSupport"]),

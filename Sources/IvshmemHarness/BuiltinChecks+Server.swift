@@ -132,8 +132,11 @@ final class ServerChild: @unchecked Sendable {
 enum ServerCheckSupport {
     /// Runs `ivshmem2 server` with options it must refuse: non-zero exit, a message naming
     /// one of `naming`, and no socket left behind.
-    static func expectRefusal(_ ctx: CheckContext, _ arguments: [String], naming: [String], requirement: String) throws {
-        let child = try ServerChild(arguments: arguments, captureStderr: true)
+    /// Runs `ivshmem2 server` with options (or in a place) it must refuse: non-zero exit, a
+    /// message naming one of `naming` and all of `alsoNaming`, and no socket left behind.
+    static func expectRefusal(_ ctx: CheckContext, _ arguments: [String], socketPath: String? = nil, naming: [String], alsoNaming: [String] = [],
+                              requirement: String) throws {
+        let child = try ServerChild(arguments: arguments, socketPath: socketPath, captureStderr: true)
         defer { child.stop() }
         guard let status = child.waitExit(timeout: 5) else {
             throw CheckFailure(expected: "`ivshmem2 server \(arguments.joined(separator: " "))` to refuse to start (\(requirement))", actual: "still running after 5 s")
@@ -141,13 +144,16 @@ enum ServerCheckSupport {
         let message = child.errorOutput()
         ctx.trace.record("check", .lifecycle, detail: "server \(arguments.joined(separator: " ")): \(status): \(message.split(separator: "\n").first ?? "")")
         try require(status != .exited(0), "a non-zero exit status for \(arguments.joined(separator: " ")) (\(requirement))", "\(status)")
-        try require(naming.contains { message.contains($0) }, "a message naming \(naming.joined(separator: " or ")) for \(arguments.joined(separator: " "))", message.isEmpty ? "no message" : message)
+        try require(naming.contains { message.contains($0) } && alsoNaming.allSatisfy { message.contains($0) },
+                    "a message naming \(naming.joined(separator: " or "))\(alsoNaming.map { " and \($0)" }.joined()) for \(arguments.joined(separator: " "))",
+                    message.isEmpty ? "no message" : message)
         try require((try? FileSystem.status(ofPath: child.socketPath)) == nil, "no socket created by a refused configuration", "\(child.socketPath) exists")
     }
 
     /// Runs `ivshmem2 server` with options it must accept: it listens and sends INIT.
-    static func expectAccepted(_ ctx: CheckContext, _ arguments: [String], requirement: String, _ body: (ServerChild, FDWireClient) throws -> Void = { _, _ in }) throws {
-        let child = try ServerChild(arguments: arguments, captureStderr: true)
+    static func expectAccepted(_ ctx: CheckContext, _ arguments: [String], socketPath: String? = nil, requirement: String,
+                               _ body: (ServerChild, FDWireClient) throws -> Void = { _, _ in }) throws {
+        let child = try ServerChild(arguments: arguments, socketPath: socketPath, captureStderr: true)
         defer { child.stop() }
         do { try child.waitListening() } catch let f as CheckFailure {
             throw CheckFailure(expected: "`ivshmem2 server \(arguments.joined(separator: " "))` to start (\(requirement))", actual: f.actual)
@@ -158,6 +164,16 @@ enum ServerCheckSupport {
             throw CheckFailure(expected: "INIT from `ivshmem2 server \(arguments.joined(separator: " "))`", actual: "none")
         }
         try body(child, c)
+    }
+
+    /// The server still running and serving after `what`: a newcomer gets INIT.
+    static func expectServing(_ child: ServerChild, after what: String) throws {
+        try require(child.waitExit(timeout: 0) == nil, "the server still running after \(what)", "it ended: \(child.errorOutput())")
+        let c = try child.connect()
+        defer { c.close() }
+        guard let m = try c.next(timeout: 5), m.header.type == 0 else {
+            throw CheckFailure(expected: "INIT for a newcomer after \(what)", actual: "none")
+        }
     }
 
     static func fixtureDirectory() -> String? {

@@ -1,10 +1,10 @@
 import Foundation
 @testable import IvshmemPCIDump
 import Testing
+import IvshmemTestSupport
 
 #if canImport(Glibc)
 import Glibc
-import IvshmemTestSupport
 #endif
 
 @Suite("Malformed dumps give errors, not crashes")

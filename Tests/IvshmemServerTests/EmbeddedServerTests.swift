@@ -3,9 +3,9 @@ import IvshmemServer
 import IvshmemWire
 import Logging
 import Testing
+import IvshmemTestSupport
 #if canImport(Glibc)
 import Glibc
-import IvshmemTestSupport
 #endif
 
 /// The server embedded in the test process through ``ServerThread`` (what simulations use),

@@ -2,9 +2,9 @@ import IvshmemPosix
 import IvshmemServer
 import IvshmemWire
 import Testing
+import IvshmemTestSupport
 #if canImport(Glibc)
 import Glibc
-import IvshmemTestSupport
 #endif
 
 /// The `ivshmem2 server` executable as a real process, with real UNIX sockets, eventfds and

@@ -9,9 +9,8 @@ import IvshmemTestSupport
 /// alone catches a regression, without a second copy of any check.
 @Suite(.serialized) struct ClientValidationTests {
     func runConformanceScript(_ name: String) throws {
-        let script = try ScriptParser.parse(Repository.text("fixtures/conformance/" + name), path: name)
-        let results = ScriptRunner().run(script, profile: "spec")
-        #expect(results.count == script.cases.count && results.allSatisfy(\.passed), "\(Reports.text(results))")
+        let (passed, report) = try ConformanceScripts.run(name)
+        #expect(passed, "\(report)")
     }
 
     @Test("WIRE-CLI-1, WIRE-CLI-2, WIRE-CLI-3, WIRE-CLI-4, WIRE-CLI-5, WIRE-CLI-6, WIRE-CLI-7, WIRE-CLI-8, WIRE-CLI-9, WIRE-CLI-10, WIRE-CLI-11, WIRE-CLI-12, WIRE-CLI-13, WIRE-CLI-14, WIRE-CLI-15, WIRE-CLI-16, WIRE-CLI-17, WIRE-CLI-18, WIRE-CLI-19, WIRE-CLI-20, WIRE-CLI-21, SHM-SIZE-1: every wire-client conformance case passes against a hostile scripted server")
