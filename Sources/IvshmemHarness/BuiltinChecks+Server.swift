@@ -254,8 +254,18 @@ extension BuiltinChecks {
             _ = child.terminate()
             try require(problems.isEmpty, "the defaults of spec §12 (SRV-CFG-1)", problems.joined(separator: "; "))
         },
-        BuiltinCheck(name: "server-option-validation", summary: "`ivshmem2 server` refuses bad sizes, peers, vectors, protocol, naming the option; accepts the limits") { ctx in
+        BuiltinCheck(name: "server-option-validation", summary: "`ivshmem2 server` refuses bad sizes, peers, vectors, protocol, modes, limits, backings and paths, naming the option; accepts the limits") { ctx in
+            let dir = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-options.XXXXXX")
+            defer { FileSystem.removeDirectoryTree(dir) }
             let refused: [([String], [String])] = [
+                (["-n", "two"], ["-n/--max-peers"]),
+                (["-P", "banana"], ["-P/--protocol"]),
+                (["-l", "lots"], ["-l/--size"]),
+                (["--mode", "999"], ["--mode"]),
+                (["-n", "4", "-V", "2", "--queue-fd-limit", "8"], ["--queue-fd-limit"]),
+                (["-M", "name", "-m", dir], ["-M/--shm-name"]),
+                (["-M", "a/b"], ["-M/--shm-name"]),
+                (["-m", dir + "/missing"], [dir + "/missing"]),
                 (["-l", "5000"], ["-l", "--size"]),
                 (["-l", "0"], ["-l", "--size"]),
                 (["-l", "1M", "-o", "100"], ["-o", "--output-section-size"]),
@@ -272,6 +282,8 @@ extension BuiltinChecks {
             for (args, naming) in refused {
                 try ServerCheckSupport.expectRefusal(ctx, args, naming: naming, requirement: "SRV-CFG-2")
             }
+            let longPath = dir + "/" + String(repeating: "s", count: 120)  // longer than sun_path
+            try ServerCheckSupport.expectRefusal(ctx, ["-l", "64K"], socketPath: longPath, naming: [longPath], requirement: "SRV-CFG-2")
             for args in [["-l", "1M", "-n", "65536"], ["-V", "1024", "-l", "64K"], ["-P", "0xffff"], ["-l", "1M", "-n", "4", "-o", "252K"], ["-n", "2", "-l", "4K"]] {
                 try ServerCheckSupport.expectAccepted(ctx, args, requirement: "SRV-CFG-2")
             }
@@ -347,6 +359,8 @@ extension BuiltinChecks {
                 try require(entries.isEmpty, "\(dir) empty while the server runs (the file unlinked)", "\(entries)")
                 let target = descriptorTarget(c.kept[0])
                 try require(target.hasPrefix(dir + "/") && target.hasSuffix("(deleted)"), "the INIT fd to be a deleted file in \(dir)", target)
+                let size = try c.kept[0].size()
+                try require(size == 64 << 10, "the file of 64 KiB", "\(size) bytes")
             }
         },
         BuiltinCheck(name: "server-socket-live", summary: "a second server on a live socket path exits non-zero; the first keeps serving") { ctx in
@@ -360,6 +374,8 @@ extension BuiltinChecks {
             }
             try require(status != .exited(0), "a non-zero exit status (SRV-SOCK-1)", "\(status)")
             ctx.trace.record("check", .lifecycle, detail: "second server: \(status): \(second.errorOutput())")
+            try require(second.errorOutput().contains(first.socketPath) && second.errorOutput().contains("already listening"),
+                        "a message naming \(first.socketPath) as already listening", second.errorOutput())
             let state = try UnixSocket.probe(path: first.socketPath)
             try require(state == .live, "the first server still listening", "\(state)")
             let c = try first.connect()
@@ -383,8 +399,21 @@ extension BuiltinChecks {
                 throw CheckFailure(expected: "the server to replace the stale socket file and listen (SRV-SOCK-2)", actual: f.actual)
             }
             let c = try child.connect()
-            defer { c.close() }
             try c.expect(.initial(InitialInfo(id: 0, maxPeers: 2, vectors: 1, protocol: 0, outputSectionSize: 0)), who: "a client")
+            c.close()
+            child.stop()
+            try require(child.errorOutput().contains("stale"), "a log line about the stale socket file", child.errorOutput())
+            // Something that is not a socket is never removed: the server refuses it.
+            let plain = dir + "/plain"
+            try FileSystem.writeFile(plain, bytes: Array("keep me".utf8))
+            let refused = try ServerChild(arguments: ["-l", "64K"], socketPath: plain, captureStderr: true)
+            defer { refused.stop() }
+            guard let status = refused.waitExit(timeout: 5) else {
+                throw CheckFailure(expected: "the server to refuse a regular file at its socket path (SRV-SOCK-2)", actual: "still running after 5 s")
+            }
+            try require(status != .exited(0) && refused.errorOutput().contains("not a socket"), "a non-zero exit and a message saying it is not a socket",
+                        "\(status): \(refused.errorOutput())")
+            try require(try FileSystem.readFile(plain) == Array("keep me".utf8), "the regular file left as it was", "changed or removed")
         },
         BuiltinCheck(name: "server-signals", summary: "SIGTERM / SIGINT: peers see a hang-up, socket and shm object unlinked, exit status 0") { ctx in
             for sig in [SIGTERM, SIGINT] {
