@@ -71,14 +71,18 @@ final class ServerChild: @unchecked Sendable {
 
     /// A raw client, retrying while the socket is bound but not yet listening.
     func connect(timeout: Double = 5) throws -> FDWireClient {
-        let deadline = Monotonic.now() + timeout
-        while true {
-            do { return try FDWireClient(path: socketPath) } catch let e as SystemCallError where (e.errno == .connectionRefused || e.errno == .noEntry) && Monotonic.now() < deadline {
+        var client: FDWireClient?
+        var refusal: Error?
+        _ = try Monotonic.poll(timeout: timeout, interval: 0.002) {
+            do { client = try FDWireClient(path: socketPath); return true } catch let e as SystemCallError where e.errno == .connectionRefused || e.errno == .noEntry {
+                refusal = e
                 if status == nil, let s = try? process.waitWithTimeout(seconds: 0) { status = s }
                 if let s = status { throw CheckFailure(expected: "the server to accept a connection", actual: "it ended: \(s)") }
-                Monotonic.sleep(seconds: 0.002)
+                return false
             }
         }
+        guard let client else { throw refusal ?? CheckFailure(expected: "a connection within \(timeout) s", actual: "none") }
+        return client
     }
 
     /// Waits for the child to exit by itself.

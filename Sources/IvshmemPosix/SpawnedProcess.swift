@@ -251,11 +251,16 @@ public enum Monotonic {
     /// thread's bookkeeping): where there is an event, wait for the event instead. An error
     /// `condition` throws ends the wait (e.g. "the process we wait for has exited").
     /// The one polling loop of the project: every wait for a condition goes through it.
-    public static func poll(timeout: Double, interval: Double = 0.001, _ condition: () throws -> Bool) rethrows -> Bool {
+    /// With `backingOffTo`, the pause doubles after every try up to that many seconds (for a
+    /// condition that usually holds at once but may take long).
+    public static func poll(timeout: Double, interval: Double = 0.001, backingOffTo maxInterval: Double? = nil,
+                            _ condition: () throws -> Bool) rethrows -> Bool {
         let deadline = now() + timeout
+        var pause = interval
         while now() < deadline {
             if try condition() { return true }
-            sleep(seconds: interval)
+            sleep(seconds: pause)
+            if let maxInterval { pause = min(pause * 2, maxInterval) }
         }
         return try condition()
     }

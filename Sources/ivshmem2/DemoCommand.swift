@@ -87,11 +87,12 @@ struct DemoCommand: ParsableCommand {
     }
 
     private func waitForSocket(_ path: String, server: LineProcess) throws {
-        let deadline = Monotonic.now() + timeout
-        while Monotonic.now() < deadline {
-            if (try? UnixSocket.probe(path: path)) == .live { return }
+        // The pause between tries is the wait for the server's exit.
+        let live = try Monotonic.poll(timeout: timeout, interval: 0) {
+            if (try? UnixSocket.probe(path: path)) == .live { return true }
             if let st = try server.process.waitWithTimeout(seconds: 0.01) { throw server.failure("exited early (\(st))") }
+            return false
         }
-        throw server.failure("did not listen on \(path) within \(timeout) s")
+        if !live { throw server.failure("did not listen on \(path) within \(timeout) s") }
     }
 }

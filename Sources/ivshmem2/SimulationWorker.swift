@@ -136,14 +136,8 @@ struct SimulationWorkerCommand: ParsableCommand {
     /// longer holds `marker` (zeroed by the server, and perhaps already reused by a newcomer).
     /// Shared memory raises no event for this, so it is polled, backing off to 5 ms.
     static func waitUntilDeparted(_ device: IvshmemDevice, marker: UInt32, timeout: Double) throws {
-        let deadline = Monotonic.now() + timeout
-        var pause = 0.0001
-        while device.stateTableEntry(device.id) == marker {
-            guard Monotonic.now() < deadline else {
-                throw SimulationFailure("the server did not process the departure of peer \(device.id) within \(Int(timeout)) s (its State Table entry was not zeroed)")
-            }
-            Monotonic.sleep(seconds: pause)
-            pause = min(pause * 2, 0.005)
+        guard Monotonic.poll(timeout: timeout, interval: 0.0001, backingOffTo: 0.005, { device.stateTableEntry(device.id) != marker }) else {
+            throw SimulationFailure("the server did not process the departure of peer \(device.id) within \(Int(timeout)) s (its State Table entry was not zeroed)")
         }
     }
 }
@@ -351,8 +345,7 @@ final class SimWorker: @unchecked Sendable {
         case .ring:
             if id == 0 { send(to: 1 % UInt32(peers)) }
             if id == 0 {
-                let deadline = Monotonic.now() + 120
-                while !tokenDone.withLock({ $0 }) && Monotonic.now() < deadline { Monotonic.sleep(seconds: 0.001) }
+                _ = Monotonic.poll(timeout: 120) { tokenDone.withLock { $0 } }
             }
         case .storm, .churn:
             let stable = scenario == .churn ? max(2, peers / 2) : peers
