@@ -1,3 +1,4 @@
+import IvshmemHarness
 import IvshmemPosix
 import IvshmemWire
 #if canImport(Glibc)
@@ -18,35 +19,33 @@ struct ReceivedWireMessage: Equatable, CustomStringConvertible {
     var description: String { "\(typeName) len \(length) body \(bodyHex) nfds \(fdCount)" }
 }
 
-/// A test client speaking the raw wire protocol: connects, reads exactly one header then its
-/// body (so each message keeps its own descriptors), records every message and fd count, and
-/// keeps the shared memory and eventfds it receives (or closes them at once, for scale runs).
+/// A test client speaking the raw wire protocol over the harness's `RawWireClient` (which
+/// reads exactly one header then its body, so each message keeps its own descriptors): records
+/// every message and fd count, and keeps the shared memory and eventfds it receives (or closes
+/// them at once, for scale runs).
 final class RawClient {
     enum ClientError: Error, CustomStringConvertible {
         case timeout(expected: Int, received: [ReceivedWireMessage])
         case hungUp(received: [ReceivedWireMessage])
-        case wire(WireError)
         var description: String {
             switch self {
             case .timeout(let n, let r): return "timed out waiting for \(n) messages; got \(r.count): \(r)"
             case .hungUp(let r): return "server hung up after \(r.count) messages: \(r)"
-            case .wire(let e): return "wire error: \(e)"
             }
         }
     }
 
     let name: String
-    let socket: FileDescriptor
+    private let wire: RawWireClient
+    var socket: FileDescriptor { wire.socket }
     private(set) var received: [ReceivedWireMessage] = []
-    private(set) var hungUp = false
+    var hungUp: Bool { wire.closedByServer }
     /// The INIT fields, once INIT arrived.
     private(set) var initial: InitialInfo?
     /// The shared-memory descriptor from INIT (kept unless `keepDescriptors` is false).
     private(set) var sharedMemory: FileDescriptor?
     /// Eventfds by (peer id, vector), as received (kept unless `keepDescriptors` is false).
     private(set) var eventFDs: [PeerVector: EventFD] = [:]
-    private var reader = MessageReader()
-    private var pendingFDs: [FileDescriptor] = []
     private var closed = false
     let keepDescriptors: Bool
 
@@ -55,7 +54,7 @@ final class RawClient {
     init(name: String, path: String, keepDescriptors: Bool = true) throws {
         self.name = name
         self.keepDescriptors = keepDescriptors
-        socket = try UnixSocket.connect(path: path)
+        wire = try RawWireClient(name: name, socketPath: path, trace: TraceRecorder(capacity: 64))
     }
 
     deinit { close() }
@@ -67,11 +66,11 @@ final class RawClient {
         let deadline = Monotonic.now() + timeout
         while received.count - start < count {
             let left = deadline - Monotonic.now()
-            guard left > 0, try socket.waitReadable(timeoutMilliseconds: Int32(left * 1000) + 1) else {
+            guard left > 0, let frame = try wire.nextFrame(timeout: left) else {
+                if hungUp { throw ClientError.hungUp(received: Array(received[start...])) }
                 throw ClientError.timeout(expected: count, received: Array(received[start...]))
             }
-            try readOnce()
-            if hungUp { throw ClientError.hungUp(received: Array(received[start...])) }
+            record(frame)
         }
         return Array(received[start...])
     }
@@ -80,9 +79,7 @@ final class RawClient {
     @discardableResult
     func receiveUntilQuiet(quiet: Double = 0.15) throws -> [ReceivedWireMessage] {
         let start = received.count
-        while !hungUp, try socket.waitReadable(timeoutMilliseconds: Int32(quiet * 1000)) {
-            try readOnce()
-        }
+        while !hungUp, let frame = try wire.nextFrame(timeout: quiet) { record(frame) }
         return Array(received[start...])
     }
 
@@ -91,47 +88,27 @@ final class RawClient {
         let deadline = Monotonic.now() + timeout
         while !hungUp {
             let left = deadline - Monotonic.now()
-            guard left > 0, try socket.waitReadable(timeoutMilliseconds: Int32(left * 1000) + 1) else { return false }
-            try readOnce()
+            guard left > 0 else { return false }
+            if let frame = try wire.nextFrame(timeout: left) { record(frame) }
         }
         return true
     }
 
-    /// One `recvmsg` of at most what the framing wants next.
-    private func readOnce() throws {
-        let message: ReceivedMessage
-        do {
-            message = try UnixSocket.receiveMessage(on: socket, maxBytes: max(1, reader.bytesWanted), maxFDs: 4)
-        } catch let error as SystemCallError where error.errno == .connectionReset {
-            hungUp = true
-            return
-        }
-        if message.bytes.isEmpty {
-            for fd in message.fds { fd.closeQuietly() }
-            hungUp = true
-            return
-        }
-        pendingFDs.append(contentsOf: message.fds)
-        let frame: MessageReader.Frame?
-        do {
-            frame = try reader.consume(message.bytes)
-        } catch {
-            throw ClientError.wire(error)
-        }
-        guard let frame else { return }
-        let fds = pendingFDs
-        pendingFDs = []
+    /// Records one message and keeps (or closes) its descriptors.
+    private func record(_ frame: RawWireClient.Frame) {
+        let fds = frame.fds
         received.append(ReceivedWireMessage(type: frame.header.type, length: frame.header.length, body: frame.body, fdCount: fds.count))
+        let decoded = MessageReader.Frame(header: frame.header, body: frame.body)
         guard keepDescriptors else {
             for fd in fds { fd.closeQuietly() }
-            if initial == nil, let info = try? frame.decode(initial: true), case .initial(let i) = info { initial = i }
+            if initial == nil, case .initial(let i)? = try? decoded.decode(initial: true) { initial = i }
             return
         }
-        if initial == nil, case .initial(let info)? = try? frame.decode(initial: true) {
+        if initial == nil, case .initial(let info)? = try? decoded.decode(initial: true) {
             initial = info
             sharedMemory = fds.first
             for fd in fds.dropFirst() { fd.closeQuietly() }
-        } else if case .eventFD(let id, let vector)? = try? frame.decode(initial: false), let fd = fds.first {
+        } else if case .eventFD(let id, let vector)? = try? decoded.decode(initial: false), let fd = fds.first {
             eventFDs[PeerVector(id: id, vector: vector)]?.close()
             eventFDs[PeerVector(id: id, vector: vector)] = EventFD(fd: fd)
             for extra in fds.dropFirst() { extra.closeQuietly() }
@@ -147,21 +124,17 @@ final class RawClient {
     }
 
     /// Writes bytes to the server (which must treat any data as a departure, SRV-GONE-1).
-    func sendGarbage() throws {
-        _ = try UnixSocket.sendMessage(on: socket, bytes: [0x42])
-    }
+    func sendGarbage() throws { try wire.send([0x42]) }
 
     /// Closes the socket and every descriptor received.
     func close() {
         guard !closed else { return }
         closed = true
-        socket.closeQuietly()
+        wire.close()
         sharedMemory?.closeQuietly()
         sharedMemory = nil
         for (_, fd) in eventFDs { fd.close() }
         eventFDs = [:]
-        for fd in pendingFDs { fd.closeQuietly() }
-        pendingFDs = []
     }
 }
 
