@@ -34,8 +34,7 @@ public final class Harness: @unchecked Sendable {
     /// The spec tables devices are built from (a modified copy for `spec check`).
     public let tables: SpecTables
     public let socketPath: String
-    private let serverThread: ServerThread?
-    private let directory: String?
+    private let embedded: PrivateServer?
     private let peers = Locked<[HarnessPeer]>([])
     /// Connections made to the server: joins (failed ones too) and raw clients.
     private let opened = Locked(0)
@@ -45,19 +44,11 @@ public final class Harness: @unchecked Sendable {
         switch server {
         case .external(let path):
             socketPath = path
-            serverThread = nil
-            directory = nil
-        case .embedded(var config):
-            let dir = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-harness.XXXXXX")
-            config.socketPath = dir + "/ivshmem.sock"
-            var logger = Logger(label: "ivshmem2.harness.server")
-            logger.logLevel = .error
-            do { serverThread = try ServerThread.start(configuration: config, logger: logger) } catch {
-                FileSystem.removeDirectoryTree(dir)
-                throw error
-            }
-            socketPath = config.socketPath
-            directory = dir
+            embedded = nil
+        case .embedded(let config):
+            let running = try PrivateServer(configuration: config, prefix: "ivshmem2-harness", label: "ivshmem2.harness.server")
+            socketPath = running.socketPath
+            embedded = running
         }
     }
 
@@ -83,7 +74,7 @@ public final class Harness: @unchecked Sendable {
 
     /// How many peers an embedded server holds (nil for an external server).
     public var serverConnectionCount: Int? {
-        serverThread.map { t in let c = t.server.counters; return c.accepted - c.departed }
+        embedded.map { t in let c = t.server.counters; return c.accepted - c.departed }
     }
 
     /// Counts a connection made to the server outside ``join(name:options:setup:)`` (a raw
@@ -94,7 +85,7 @@ public final class Harness: @unchecked Sendable {
     /// refused it) and holds at most `live` of them: it has handled the hang-ups of everything
     /// closed. True at once for an external server (nothing to ask).
     public func waitForServerConnections(_ live: Int, timeout: Double) -> Bool {
-        guard let server = serverThread?.server else { return true }
+        guard let server = embedded?.server else { return true }
         let made = opened.withLock { $0 }
         return Monotonic.poll(timeout: timeout) {
             let c = server.counters
@@ -114,7 +105,6 @@ public final class Harness: @unchecked Sendable {
     /// Detaches every peer and stops an embedded server. Idempotent.
     public func close() {
         for p in peers.withLock({ p in defer { p.removeAll() }; return p }) { p.link.close() }
-        serverThread?.stop()
-        if let d = directory { FileSystem.removeDirectoryTree(d) }
+        embedded?.stop()
     }
 }

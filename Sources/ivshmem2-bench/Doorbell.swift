@@ -7,6 +7,7 @@ import Histogram
 import IvshmemModel
 import IvshmemPlatform
 import IvshmemPosix
+import IvshmemServer
 import IvshmemTransport
 
 /// A device on a platform programmed the way a driver leaves it: BARs assigned, MSI-X entry per
@@ -164,8 +165,8 @@ struct DoorbellBench {
         // Pin before the server and device threads exist; they inherit it.
         _ = cb_pin_process(placement.cpuA)
         defer { _ = cb_pin_process(-1) }
-        let server: BenchServer
-        do { server = try BenchServer() } catch { result.error = "server: \(error)"; return result }
+        let server: PrivateServer
+        do { server = try benchServer() } catch { result.error = "server: \(error)"; return result }
         defer { server.stop() }
         let sideA: any RingingSide
         do { sideA = try makeSideA(server.socketPath) } catch { result.error = "device A: \(error)"; return result }

@@ -42,17 +42,12 @@ struct ServerScaleBench {
     }
 
     func measureServer(peers n: Int, vectors v: Int) throws -> Double {
-        let directory = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-bench.XXXXXX")
-        defer { FileSystem.removeDirectoryTree(directory) }
         var config = ServerConfiguration()
-        config.socketPath = directory + "/s.sock"
         config.maxPeers = UInt64(max(n, 2))
         config.vectors = UInt64(v)
         config.size = 1 << 20
         config.backlog = 1024
-        var logger = Logger(label: "bench-server")
-        logger.logLevel = .critical
-        let server = try ServerThread.start(configuration: config, logger: logger)
+        let server = try PrivateServer(configuration: config, prefix: "ivshmem2-bench", label: "bench-server", logLevel: .critical)
         var sockets: [Int32] = Array(repeating: -1, count: n)
         var got = [Int](repeating: 0, count: n)
         var fdsGot = [Int](repeating: 0, count: n)
@@ -66,7 +61,7 @@ struct ServerScaleBench {
         var total = 0
         let t0 = nowNS()
         for i in 0..<n {
-            let s = try UnixSocket.connect(path: config.socketPath)
+            let s = try UnixSocket.connect(path: server.socketPath)
             try s.setNonBlocking(true)
             sockets[i] = s.rawValue
             guard cb_epoll_add(epfd, s.rawValue, UInt64(i)) == 0 else { throw BenchError("epoll_ctl failed") }

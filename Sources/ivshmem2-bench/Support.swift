@@ -4,7 +4,6 @@ import Glibc
 import CBench
 import IvshmemPosix
 import IvshmemServer
-import Logging
 
 func writeOut(_ s: String) { _ = try? FileDescriptor.standardOutput.writeAll(s) }
 func writeErr(_ s: String) { _ = try? FileDescriptor.standardError.writeAll(s) }
@@ -85,29 +84,10 @@ func format(_ v: Double, _ digits: Int = 2) -> String {
 
 /// A server thread for one measurement (2 peers, 1 vector, 1 MiB) on a socket in a fresh
 /// directory; `stop()` ends it and removes the directory.
-final class BenchServer {
-    let directory: String
-    let socketPath: String
-    private let thread: ServerThread
-
-    init() throws {
-        directory = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-bench.XXXXXX")
-        socketPath = directory + "/s.sock"
-        var config = ServerConfiguration()
-        config.socketPath = socketPath
-        config.maxPeers = 2
-        config.vectors = 1
-        config.size = 1 << 20
-        var logger = Logger(label: "bench-server")
-        logger.logLevel = .critical
-        do { thread = try ServerThread.start(configuration: config, logger: logger) } catch {
-            FileSystem.removeDirectoryTree(directory)
-            throw error
-        }
-    }
-
-    func stop() {
-        thread.stop()
-        FileSystem.removeDirectoryTree(directory)
-    }
+func benchServer() throws -> PrivateServer {
+    var config = ServerConfiguration()
+    config.maxPeers = 2
+    config.vectors = 1
+    config.size = 1 << 20
+    return try PrivateServer(configuration: config, prefix: "ivshmem2-bench", label: "bench-server", logLevel: .critical)
 }

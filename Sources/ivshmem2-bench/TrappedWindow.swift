@@ -4,6 +4,7 @@ import Glibc
 import CBench
 import CIvshmemTrap
 import IvshmemPosix
+import IvshmemServer
 
 // The C API's trapped MMIO window (ivshmem2_mmio_map): what a driver pays for a plain
 // `volatile` register access instead of an accessor call. The C API is libivshmem2's own code
@@ -154,7 +155,7 @@ struct TrappedAccessBench {
     let seconds: Double
 
     func run() throws -> [TrappedAccessResult] {
-        let server = try BenchServer()
+        let server = try benchServer()
         defer { server.stop() }
         let device = try CAPIDevice(socketPath: server.socketPath)
         defer { device.close() }

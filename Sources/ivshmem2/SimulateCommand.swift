@@ -91,24 +91,19 @@ struct SimulateCommand: ParsableCommand {
         if limit < needed {
             throw SimulationFailure("\(peers) peers need about \(needed) open files in one process, but RLIMIT_NOFILE's hard limit is \(limit); raise it (ulimit -Hn) or use fewer peers")
         }
-        let dir = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-sim.XXXXXX")
-        defer { FileSystem.removeDirectoryTree(dir) }
         var config = ServerConfiguration()
-        config.socketPath = dir + "/ivshmem.sock"
         config.maxPeers = UInt64(max(peers, 2))
         config.vectors = UInt64(vectors)
         config.outputSectionSize = UInt64(max(4096, (peers * 16 + 4095) / 4096 * 4096))
         config.size = 4096 * UInt64((peers * 4 + 4095) / 4096 + 1) + config.maxPeers * config.outputSectionSize + 4096
         config.size = (config.size + 4095) / 4096 * 4096
-        var logger = Logger(label: "ivshmem2.simulate.server")
-        logger.logLevel = .error
-        let server = try ServerThread.start(configuration: config, logger: logger)
+        let server = try PrivateServer(configuration: config, prefix: "ivshmem2-sim", label: "ivshmem2.simulate.server")
         defer { server.stop() }
 
         let pool = try SimulationWorkers()
         defer { pool.stopAll(grace: 10) }
         do {
-            try runPhases(pool, socket: config.socketPath)
+            try runPhases(pool, socket: server.socketPath)
         } catch is SimulationWorkers.Aborted {
             pool.stopAll(grace: 10)
             let failed = pool.failed
