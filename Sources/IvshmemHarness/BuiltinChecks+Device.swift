@@ -32,6 +32,14 @@ extension BuiltinChecks {
             try DeviceCheckSupport.accepted(DeviceConfiguration(profile: ctx.profile, vectors: 1))
             try DeviceCheckSupport.accepted(DeviceConfiguration(profile: ctx.profile, vectors: limit))
             try DeviceCheckSupport.rejected(DeviceConfiguration(profile: ctx.profile, vectors: limit + 1), parameter: "vectors")
+            for bad in [0, limit + 1] {  // an in-process link's template is checked the same way
+                do {
+                    _ = try LocalFabric(template: DeviceConfiguration(profile: ctx.profile, vectors: bad))
+                    throw CheckFailure(expected: "a link template with \(bad) vectors to be refused", actual: "it was accepted")
+                } catch let e as DeviceConfigurationError {
+                    try DeviceCheckSupport.expect("the link template's error to name vectors", e.parameter, "vectors")
+                }
+            }
             if ctx.profile != "qemu-rfc" {
                 try DeviceCheckSupport.accepted(DeviceConfiguration(profile: ctx.profile, vectors: 1, interrupts: .intx(pin: 1)))
                 try DeviceCheckSupport.rejected(DeviceConfiguration(profile: ctx.profile, vectors: 2, interrupts: .intx(pin: 1)), parameter: "vectors")
@@ -43,11 +51,16 @@ extension BuiltinChecks {
             try DeviceCheckSupport.accepted(DeviceConfiguration(profile: ctx.profile, maxPeers: 2))
             try DeviceCheckSupport.accepted(DeviceConfiguration(profile: ctx.profile, maxPeers: 65536))
             try DeviceCheckSupport.rejected(DeviceConfiguration(profile: ctx.profile, maxPeers: 65537), parameter: "maxPeers")
+            try DeviceCheckSupport.rejected(DeviceConfiguration(profile: ctx.profile, maxPeers: .max), parameter: "maxPeers")
         },
         BuiltinCheck(name: "device-cfg-id", summary: "DEV-CFG-3: the ID must be below N") { ctx in
             try DeviceCheckSupport.accepted(DeviceConfiguration(profile: ctx.profile, id: 3, maxPeers: 4))
             try DeviceCheckSupport.rejected(DeviceConfiguration(profile: ctx.profile, id: 4, maxPeers: 4), parameter: "id")
             try DeviceCheckSupport.rejected(DeviceConfiguration(profile: ctx.profile, id: 70000, maxPeers: 4), parameter: "id")
+            try DeviceCheckSupport.rejected(DeviceConfiguration(profile: ctx.profile, id: 2, maxPeers: 2), parameter: "id")
+            try DeviceCheckSupport.rejected(DeviceConfiguration(profile: ctx.profile, id: 65536, maxPeers: 65536, rwSectionSize: 0), parameter: "id")
+            let last = try DeviceCheckSupport.accepted(DeviceConfiguration(profile: ctx.profile, id: 65535, maxPeers: 65536, rwSectionSize: 0))
+            try DeviceCheckSupport.expect("the ID register of peer 65535", last.readRegister(0x00), 65535)
         },
         BuiltinCheck(name: "device-cfg-section-sizes", summary: "DEV-CFG-4: ST, RW, OUT page multiples; ST per SHM-LAYOUT-8") { ctx in
             let p = ctx.profile
@@ -107,6 +120,15 @@ extension BuiltinChecks {
             try DeviceCheckSupport.expect("the virtio counterpart to join as peer 1", counterpart.id, 1)
             let same = try fabric.addDevice()
             try DeviceCheckSupport.expect("a matching device to join as peer 2", same.id, 2)
+            _ = try fabric.addDevice()  // peer 3: the link is full
+            do {
+                let d = try fabric.addDevice()
+                throw CheckFailure(expected: "joining a full link to fail", actual: "joined as peer \(d.id)")
+            } catch let e as DeviceConfigurationError {
+                try DeviceCheckSupport.expect("the error to name maxPeers", e.parameter, "maxPeers")
+            }
+            fabric.removeDevice(id: 0)
+            try DeviceCheckSupport.expect("a device joining after peer 0 left to get ID 0", try fabric.addDevice().id, 0)
         },
         BuiltinCheck(name: "device-cfg-failure-creates-nothing", summary: "DEV-CFG-9: a failed construction creates no device and names the failed check") { ctx in
             let fabric = try LocalFabric(template: DeviceConfiguration(profile: ctx.profile, maxPeers: 4, vectors: 2, rwSectionSize: 0x1000, outputSectionSize: 0x1000))
@@ -180,8 +202,9 @@ enum DeviceCheckSupport {
             + (c.stateTableSize.map { ", ST 0x\(String($0, radix: 16))" } ?? "") + ", \(c.interrupts), \(c.registerSpace)"
     }
 
-    static func accepted(_ c: DeviceConfiguration, memorySize: Int? = nil) throws {
-        do { _ = try build(c, memorySize: memorySize) } catch {
+    @discardableResult
+    static func accepted(_ c: DeviceConfiguration, memorySize: Int? = nil) throws -> IvshmemDevice {
+        do { return try build(c, memorySize: memorySize) } catch {
             throw CheckFailure(expected: "a device to be built (\(describe(c)))", actual: "\(error)")
         }
     }
