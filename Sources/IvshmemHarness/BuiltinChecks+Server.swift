@@ -632,24 +632,36 @@ extension BuiltinChecks {
             for m in ms where m.header.type == 1 && m.body.littleEndianUInt32(at: 0) == id && m.body.littleEndianUInt32(at: 4) == v && m.fds.count == 1 { return EventFD(fd: m.fds[0]) }
             throw CheckFailure(expected: "EVENT_FD(\(id), \(v))", actual: "missing")
         }
+        /// Signals `target` through the sender's copy; the receiver's own copy must fire once.
+        func ring(_ sender: [FDWireClient.Message], _ receiver: [FDWireClient.Message], _ id: UInt32, _ v: UInt32) throws {
+            try fd(sender, id, v).signal()
+            let own = try fd(receiver, id, v)
+            try require(try own.wait(timeoutMilliseconds: 2000) && own.consume() == 1, "peer \(id)'s own eventfd for vector \(v) to fire once", "it did not")
+        }
         // 1. A connects (ID 0) and writes its state.
         let a = try child.connect()
         defer { a.close() }
         var aMsgs = try take(a, 0, 3)
         let shm = try a.mapSharedMemory(a.kept[0])
+        try require(shm.size == 1 << 20, "the shared memory of 1 MiB", "\(shm.size) bytes")
         ServerCheckSupport.store32(shm, 0, 0xA1)
         // 2. B connects (ID 1), sets its state and rings A; A rings B; B rings A; B leaves.
         let b = try child.connect()
         defer { b.close() }
         let bMsgs = try take(b, 1, 5)
         aMsgs += try take(a, 0, 2)
-        ServerCheckSupport.store32(shm, 4, 0xB2)
-        try fd(bMsgs, 0, 0).signal()
-        try fd(aMsgs, 1, 1).signal()
-        try fd(bMsgs, 0, 1).signal()
+        let bShm = try b.mapSharedMemory(b.kept[0])
+        ServerCheckSupport.store32(bShm, 4, 0xB2)
+        try require(ServerCheckSupport.load32(bShm, 0) == 0xA1 && ServerCheckSupport.load32(shm, 4) == 0xB2, "A and B to read each other's State Table entry",
+                    "B reads 0x\(String(ServerCheckSupport.load32(bShm, 0), radix: 16)), A reads 0x\(String(ServerCheckSupport.load32(shm, 4), radix: 16))")
+        try ring(bMsgs, aMsgs, 0, 0)
+        try ring(aMsgs, bMsgs, 1, 1)
+        try ring(bMsgs, aMsgs, 0, 1)
         if let extra = try b.next(timeout: 0.1) { got[1].append(extra) }
         b.close()
         aMsgs += try take(a, 0, 1)
+        try require(ServerCheckSupport.load32(shm, 4) == 0, "B's State Table entry zeroed when A gets its PEER_GONE (SRV-GONE-2)",
+                    "0x\(String(ServerCheckSupport.load32(shm, 4), radix: 16))")
         // 3. C connects (ID 1 again), writes the R/W section; A reads it and leaves; C leaves last.
         let c = try child.connect()
         defer { c.close() }
@@ -661,6 +673,8 @@ extension BuiltinChecks {
         if let extra = try a.next(timeout: 0.1) { got[0].append(extra) }
         a.close()
         _ = try take(c, 2, 1)
+        try require(ServerCheckSupport.load32(cShm, 0) == 0, "A's State Table entry zeroed when C gets its PEER_GONE (SRV-GONE-2)",
+                    "0x\(String(ServerCheckSupport.load32(cShm, 0), radix: 16))")
         if let extra = try c.next(timeout: 0.1) { got[2].append(extra) }
         c.close()
         for (k, who) in ["A", "B", "C"].enumerated() {
