@@ -48,8 +48,8 @@ enum Roles {
             return 1
         }
         let other = link.activePeers.first { $0 != me }!
-        let doorbell = bar0 + 0x0C
-        let value = UInt64(other) << 16 | 0
+        let doorbell = bar0 + link.device.registerOffsets.doorbell
+        let value = UInt64(BAR0Registers.doorbellValue(peer: other, vector: 0))
         platform.interrupts.addHandler { [platform] r in
             if case .msix = r.kind { platform.mmioWrite(doorbell, size: 4, value: value) }
         }
@@ -259,8 +259,8 @@ final class PlatformSide: RingingSide {
     func waitForPeer(_ id: UInt32, timeout: Double) -> Bool { link.waitForPeers(timeout: timeout) { $0.contains(id) } }
 
     func connect(_ trip: RoundTrip, to peer: UInt32) {
-        let doorbell = bar0 + 0x0C
-        let value = UInt64(peer) << 16 | 0
+        let doorbell = bar0 + link.device.registerOffsets.doorbell
+        let value = UInt64(BAR0Registers.doorbellValue(peer: peer, vector: 0))
         trip.ring = { [platform] in platform.mmioWrite(doorbell, size: 4, value: value) }
         platform.interrupts.addHandler { [trip] r in
             if case .msix = r.kind { trip.arrived() }

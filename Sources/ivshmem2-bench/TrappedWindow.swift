@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CBench
 import CIvshmemTrap
+import IvshmemModel
 import IvshmemPosix
 import IvshmemServer
 
@@ -13,7 +14,8 @@ import IvshmemServer
 /// A device attached through the C API and programmed the way a bare-metal driver does it,
 /// through config accesses only: BAR0 and the MSI-X table BAR sized and placed, Memory Space
 /// and Bus Master on, MSI-X entry 0 (data 0) unmasked, MSI-X enabled, Interrupt Control set.
-/// BAR0 is then mapped as a trapped window.
+/// BAR0 is then mapped as a trapped window. Like any driver it knows the register offsets from
+/// the spec (ID 00h, Interrupt Control 08h, Doorbell 0Ch), not from the model.
 final class CAPIDevice {
     /// Where the driver places BAR0 and the MSI-X BAR (page aligned, far from the ECAM window).
     static let bar0Address: UInt64 = 0xC000_0000
@@ -122,7 +124,7 @@ final class TrappedWindowSide: RingingSide {
     func connect(_ trip: RoundTrip, to peer: UInt32) {
         self.trip = trip
         let doorbell = device.window! + 0x0C
-        let value = peer << 16 | 0
+        let value = BAR0Registers.doorbellValue(peer: peer, vector: 0)
         trip.ring = { cb_store32(doorbell, value) }
         let handler: ivshmem2_interrupt_fn = { context, irq in
             guard let context, let irq, irq.pointee.kind == UInt8(IVSHMEM2_IRQ_MSIX) else { return }
