@@ -81,20 +81,15 @@ public final class SharedMemory: @unchecked Sendable {
     /// a peer that sees the new state after its interrupt also sees what was written before it.
     /// A lost page reads 0.
     public func loadState(peer: UInt32) -> UInt32 {
-        guard guarded else { return ivs_load32_acquire(base + Int(peer) * 4) }
         var v: UInt32 = 0
-        return check(ivs_guarded_load32_acquire(base + Int(peer) * 4, &v)) ? v : 0
+        return check(ivs_state_load32(base + Int(peer) * 4, guarded ? 1 : 0, &v)) ? v : 0
     }
 
-    /// False when the page is gone (the store is lost).
+    /// False when the page is gone (the store is lost). The same store as the server's
+    /// (`ivs_state_store32`): release, then a full fence before any notification.
     @discardableResult
     public func storeState(peer: UInt32, _ value: UInt32) -> Bool {
-        guard guarded else {
-            ivs_store32_release(base + Int(peer) * 4, value)
-            ivs_full_fence()
-            return true
-        }
-        return check(ivs_guarded_store32_release(base + Int(peer) * 4, value))
+        check(ivs_state_store32(base + Int(peer) * 4, guarded ? 1 : 0, value))
     }
 }
 
