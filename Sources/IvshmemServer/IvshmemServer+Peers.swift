@@ -77,7 +77,7 @@ extension IvshmemServer {
         }
         let serial = nextSerial
         nextSerial += 1
-        let newcomer = Peer(id: id, serial: serial, socket: socket, eventFDs: eventFDs)
+        let newcomer = Peer(id: id, serial: serial, socket: socket, eventFDs: eventFDs, dialect: configuration.dialect)
         do {
             try epoll.add(socket, events: [.readable, .readHangUp], token: serial)
         } catch {
@@ -91,23 +91,18 @@ extension IvshmemServer {
         count(accepted: 1)
         logger.debug("peer connected", metadata: ["id": "\(id)", "fd": "\(socket.rawValue)"])
 
-        // 1. INIT to the newcomer, with the shared memory (SRV-INIT-1, SRV-VIRTIO-1).
-        let info = InitialInfo(
-            id: id,
-            maxPeers: UInt32(configuration.maxPeers),
-            vectors: UInt32(configuration.vectors),
-            protocol: configuration.advertisedProtocol(forPeer: id),
-            outputSectionSize: configuration.outputSectionSize)
-        enqueue(OutgoingMessage(.initial(info), attachment: sharedMemory.descriptor), to: newcomer)
-        // 2. The newcomer's eventfds to every existing peer, in connection order.
+        // 1. The greeting, with the shared memory: INIT (SRV-INIT-1, SRV-VIRTIO-1), or the
+        //    version, the ID and −1 (V1-WIRE-SEQ-1, V1-WIRE-SEQ-2, V1-WIRE-SEQ-3).
+        for message in greeting(forPeer: id) { enqueue(message, to: newcomer) }
+        // 2. The newcomer's eventfds to every existing peer, in connection order (V1-WIRE-SEQ-4).
         for other in peers {
             for announcement in newcomer.announcements { enqueue(announcement, to: other) }
         }
-        // 3. Every existing peer's eventfds to the newcomer.
+        // 3. Every existing peer's eventfds to the newcomer (V1-WIRE-SEQ-5).
         for other in peers {
             for announcement in other.announcements { enqueue(announcement, to: newcomer) }
         }
-        // 4. The newcomer's own eventfds.
+        // 4. The newcomer's own eventfds (V1-WIRE-SEQ-6).
         for announcement in newcomer.announcements { enqueue(announcement, to: newcomer) }
         // 5. The newcomer joins the end of the connection order.
         peers.append(newcomer)
@@ -115,7 +110,27 @@ extension IvshmemServer {
         logger.info("peer joined", metadata: ["id": "\(id)", "peers": "\(peers.count)"])
     }
 
-    /// The lowest free id (SRV-ID-1). When none is free, a peer may have hung up already
+    /// What a newcomer is sent before any eventfd, in its server's protocol.
+    private func greeting(forPeer id: UInt32) -> [OutgoingMessage] {
+        switch configuration.dialect {
+        case .v2:
+            let info = InitialInfo(
+                id: id,
+                maxPeers: UInt32(configuration.maxPeers),
+                vectors: UInt32(configuration.vectors),
+                protocol: configuration.advertisedProtocol(forPeer: id),
+                outputSectionSize: configuration.outputSectionSize)
+            return [OutgoingMessage(.initial(info), attachment: sharedMemory.descriptor)]
+        case .v1:
+            return [
+                OutgoingMessage(V1ServerMessage.version, attachment: nil),
+                OutgoingMessage(V1ServerMessage.ownID(UInt16(id)), attachment: nil),
+                OutgoingMessage(V1ServerMessage.sharedMemory, attachment: sharedMemory.descriptor),
+            ]
+        }
+    }
+
+    /// The free id the policy gives next: the lowest (SRV-ID-1) or the next in turn (V1-SRV-ID-1). When none is free, a peer may have hung up already
     /// without the loop having seen it yet — a peer that closes and at once reconnects, while
     /// the server is still accepting, or in the same wake-up — so every peer socket is polled
     /// once and those that hung up (or sent data, SRV-GONE-1) are freed first: only a server
@@ -136,7 +151,7 @@ extension IvshmemServer {
     func enqueue(_ message: OutgoingMessage, to peer: Peer) {
         guard !peer.departing else { return }
         let messageLimit = configuration.effectiveQueueLimit
-        let descriptorLimit = configuration.effectiveQueueDescriptorLimit
+        let descriptorLimit = configuration.queueDescriptorLimit(connected: peers.count)
         var overflow: String?
         if peer.queue.count >= messageLimit {
             overflow = "outgoing queue reached \(messageLimit) messages (peer does not read)"
@@ -187,7 +202,8 @@ extension IvshmemServer {
 
     /// The departure sequence: close the socket, zero the State Table entry (SRV-GONE-2),
     /// then PEER_GONE to every remaining peer in connection order (SRV-GONE-3), then release
-    /// the eventfds and the id (SRV-GONE-4).
+    /// the eventfds and the id (SRV-GONE-4). A v1 server sends the ID without a descriptor
+    /// instead and has no table (V1-SRV-GONE-1).
     func free(_ peer: Peer, reason: String) {
         guard !peer.departing else { return }
         peer.departing = true
@@ -195,11 +211,18 @@ extension IvshmemServer {
         peer.socket.closeQuietly()  // also removes it from epoll
         peersBySerial[peer.serial] = nil
         if let index = peers.firstIndex(where: { $0 === peer }) { peers.remove(at: index) }
-        _ = checkSharedMemorySize(before: "clearing the State Table entry of peer \(peer.id)")
-        if !sharedMemory.clearState(ofPeer: peer.id) {
-            logger.error("could not zero the State Table entry: the shared memory shrank under it (a peer truncated it)", metadata: ["id": "\(peer.id)"])
+        let gone: OutgoingMessage
+        switch configuration.dialect {
+        case .v2:
+            _ = checkSharedMemorySize(before: "clearing the State Table entry of peer \(peer.id)")
+            if !sharedMemory.clearState(ofPeer: peer.id) {
+                logger.error("could not zero the State Table entry: the shared memory shrank under it (a peer truncated it)", metadata: ["id": "\(peer.id)"])
+            }
+            gone = OutgoingMessage(.peerGone(id: peer.id), attachment: nil)
+        case .v1:
+            // No State Table (V1-SRV-SHM-1); the ID without a descriptor (V1-WIRE-GONE-1).
+            gone = OutgoingMessage(V1ServerMessage.peerGone(id: UInt16(peer.id)), attachment: nil)
         }
-        let gone = OutgoingMessage(.peerGone(id: peer.id), attachment: nil)
         for other in peers {
             enqueue(gone, to: other)
         }
@@ -237,7 +260,8 @@ extension IvshmemServer {
     /// back (SRV-IO-4): the peer holding the most, if it holds any beyond what it waits for in
     /// a normal set-up, is dropped before anyone else is refused again.
     func dropHeaviestNonReader(because reason: String) {
-        let setup = 1 + configuration.maxPeers * max(configuration.vectors, 1)
+        let peersInSetup = configuration.dialect == .v1 ? UInt64(peers.count) : configuration.maxPeers
+        let setup = 1 + peersInSetup * max(configuration.vectors, 1)
         guard let heaviest = peers.filter({ !$0.departing }).max(by: { $0.queue.descriptorCount < $1.queue.descriptorCount }),
               UInt64(heaviest.queue.descriptorCount) > setup,
               !departures.contains(where: { $0.0 === heaviest })

@@ -16,8 +16,9 @@ import IvshmemSync
 /// thread or after a signal. ``ServerThread`` runs it in the background for embedding.
 public final class IvshmemServer: @unchecked Sendable {
     public let configuration: ServerConfiguration
-    /// The layout every device derives from INIT and the memory's size (SRV-CFG-3).
-    public let geometry: SharedMemoryGeometry
+    /// The layout every device derives from INIT and the memory's size (SRV-CFG-3); nil for a
+    /// v1 server, whose memory is flat (V1-SHM-BAR-1).
+    public let geometry: SharedMemoryGeometry?
     var logger: Logger
 
     let sharedMemory: ServerSharedMemory
@@ -70,7 +71,7 @@ public final class IvshmemServer: @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         geometry = try configuration.validate()
-        ids = PeerIDAllocator(capacity: UInt32(configuration.maxPeers))
+        ids = PeerIDAllocator(capacity: UInt32(configuration.maxPeers), policy: configuration.dialect == .v1 ? .inTurn : .lowestFree)
 
         let memory = try ServerSharedMemory(backing: configuration.backing, size: Int(configuration.size), geometry: geometry, mode: configuration.mode)
         var cleanup: [() -> Void] = []
@@ -103,8 +104,8 @@ public final class IvshmemServer: @unchecked Sendable {
             "size": "\(configuration.size)",
             "maxPeers": "\(configuration.maxPeers)",
             "vectors": "\(configuration.vectors)",
-            "protocol": "0x\(String(configuration.protocolValue, radix: 16))",
-            "layout": "\(geometry)",
+            "protocol": configuration.dialect == .v1 ? "v1" : "0x\(String(configuration.protocolValue, radix: 16))",
+            "layout": "\(geometry.map { "\($0)" } ?? "flat (v1)")",
         ])
     }
 

@@ -5,13 +5,34 @@ import IvshmemWire
 /// that the same message (a newcomer's eventfd for every peer) is queued to many peers
 /// without copying or re-encoding.
 final class OutgoingMessage {
-    let message: WireMessage
+    /// What the message says, in either protocol (for logs).
+    enum Content: CustomStringConvertible {
+        case v2(WireMessage)
+        case v1(V1ServerMessage)
+
+        var description: String {
+            switch self {
+            case .v2(let message): return message.description
+            case .v1(let message): return message.description
+            }
+        }
+    }
+
+    let message: Content
     let bytes: [UInt8]
     let attachment: OwnedDescriptor?
     let fds: [FileDescriptor]
 
     init(_ message: WireMessage, attachment: OwnedDescriptor?) {
-        self.message = message
+        self.message = .v2(message)
+        self.bytes = message.encode()
+        self.attachment = attachment
+        self.fds = attachment.map { [$0.fd] } ?? []
+    }
+
+    /// A v1 message (V1-WIRE-GEN-1).
+    init(_ message: V1ServerMessage, attachment: OwnedDescriptor?) {
+        self.message = .v1(message)
         self.bytes = message.encode()
         self.attachment = attachment
         self.fds = attachment.map { [$0.fd] } ?? []

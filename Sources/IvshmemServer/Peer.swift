@@ -1,4 +1,5 @@
 import IvshmemPosix
+import IvshmemWire
 
 /// A connected peer as the server sees it.
 final class Peer {
@@ -11,10 +12,16 @@ final class Peer {
     let socket: FileDescriptor
     /// One eventfd per vector; the peer's doorbells (WIRE-EVT-1).
     var eventFDs: [OwnedDescriptor]
-    /// EVENT_FD(id, 0…V−1) with its eventfds, encoded once and queued to every peer that must
-    /// learn them (WIRE-SEQ-2 … WIRE-SEQ-4).
+    /// Which protocol announces it.
+    let dialect: ServerDialect
+    /// Its eventfds as messages, encoded once and queued to every peer that must learn them:
+    /// EVENT_FD(id, 0…V−1) (WIRE-SEQ-2 … WIRE-SEQ-4), or its ID V times with an eventfd each
+    /// (V1-WIRE-SEQ-4 … V1-WIRE-SEQ-6).
     lazy var announcements: [OutgoingMessage] = eventFDs.enumerated().map { vector, fd in
-        OutgoingMessage(.eventFD(id: id, vector: UInt32(vector)), attachment: fd)
+        switch dialect {
+        case .v2: return OutgoingMessage(.eventFD(id: id, vector: UInt32(vector)), attachment: fd)
+        case .v1: return OutgoingMessage(V1ServerMessage.eventFD(id: UInt16(id), vector: vector), attachment: fd)
+        }
     }
     /// Messages not yet taken by the socket (SRV-IO-1).
     var queue = OutgoingQueue()
@@ -23,8 +30,9 @@ final class Peer {
     /// Set once it is leaving, so that it is freed exactly once.
     var departing = false
 
-    init(id: UInt32, serial: UInt64, socket: FileDescriptor, eventFDs: [OwnedDescriptor]) {
+    init(id: UInt32, serial: UInt64, socket: FileDescriptor, eventFDs: [OwnedDescriptor], dialect: ServerDialect = .v2) {
         self.id = id
+        self.dialect = dialect
         self.serial = serial
         self.socket = socket
         self.eventFDs = eventFDs

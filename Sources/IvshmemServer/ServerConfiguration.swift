@@ -23,6 +23,14 @@ public enum SharedMemoryBacking: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
+/// Which protocol a server speaks: the v2 protocol (spec/ivshmem2.md §11, §12) or the v1 one
+/// (spec/ivshmem1.md §6, §7). One event loop, queues and socket handling serve both; only the
+/// messages, the ID policy and the State Table differ.
+public enum ServerDialect: Equatable, Sendable {
+    case v2
+    case v1
+}
+
 /// Everything the server is started with (spec §12). Defaults are the reference server's
 /// (SRV-CFG-1), except the backing: an anonymous memfd rather than the shm object `ivshmem`.
 public struct ServerConfiguration: Equatable, Sendable {
@@ -54,7 +62,20 @@ public struct ServerConfiguration: Equatable, Sendable {
     /// not read (SRV-IO-4). Nil: ``effectiveQueueDescriptorLimit``'s default.
     public var queueDescriptorLimit: Int? = nil
 
+    /// The protocol spoken (`ivshmem2 server` or `ivshmem2 server-v1`).
+    public var dialect: ServerDialect = .v2
+
     public init() {}
+
+    /// The v1 server's defaults (V1-SRV-CFG-1): the reference's socket, POSIX object `ivshmem`,
+    /// 4 MiB, 1 vector. IDs range over 0…65535 (V1-SRV-ID-1), so `maxPeers` is 65536.
+    public static func v1() -> ServerConfiguration {
+        var config = ServerConfiguration()
+        config.dialect = .v1
+        config.backing = .posix(name: "ivshmem")
+        config.maxPeers = UInt64(V1Message.maxPeerID) + 1
+        return config
+    }
 
     /// The queue limit in force: the set-up burst a newcomer gets (INIT and every peer's
     /// eventfds) plus 65536 further messages, so only a peer that stopped reading for a
@@ -79,6 +100,15 @@ public struct ServerConfiguration: Equatable, Sendable {
         return overflow ? Int.max : Int(min(burst, UInt64(Int.max / 2))) + 1 + 4096
     }
 
+    /// The descriptor limit for a server with `connected` peers. For v2 it is
+    /// ``effectiveQueueDescriptorLimit``; a v1 server admits up to 65536 peers, so a bound from
+    /// that number would protect nothing: its default is the set-up of a newcomer among the
+    /// peers connected now (1 + connected × vectors) plus the same 4096 (V1-SRV-ROB-1, SRV-IO-4).
+    public func queueDescriptorLimit(connected: Int) -> Int {
+        if dialect == .v2 || queueDescriptorLimit != nil { return effectiveQueueDescriptorLimit }
+        return 1 + (connected + 1) * Int(max(vectors, 1)) + 4096
+    }
+
     /// Whether the protocol is a virtio one (SRV-VIRTIO-1).
     public var isVirtio: Bool { protocolValue >= UInt64(WireConstants.virtioProtocolBase) }
 
@@ -93,23 +123,13 @@ public struct ServerConfiguration: Equatable, Sendable {
 
     /// Checks every option up front (SRV-CFG-2, SRV-CFG-3, SRV-VIRTIO-2) and returns the
     /// layout the devices will derive. Each error names the option.
-    public func validate() throws(ConfigurationError) -> SharedMemoryGeometry {
+    public func validate() throws(ConfigurationError) -> SharedMemoryGeometry? {
+        if dialect == .v1 {
+            try validateV1()
+            return nil
+        }
         let page = SharedMemoryGeometry.pageSize
-        guard !socketPath.isEmpty else {
-            throw ConfigurationError(option: "-S/--socket", message: "the socket path is empty")
-        }
-        switch backing {
-        case .memfd: break
-        case .posix(let name):
-            let bare = name.hasPrefix("/") ? String(name.dropFirst()) : name
-            guard !bare.isEmpty, !bare.contains("/") else {
-                throw ConfigurationError(option: "-M/--shm-name", message: "'\(name)' is not a POSIX shared-memory name (one path component, like 'ivshmem')")
-            }
-        case .directory(let path):
-            guard !path.isEmpty else {
-                throw ConfigurationError(option: "-m/--shm-dir", message: "the directory is empty")
-            }
-        }
+        try validateBacking()
         guard (SharedMemoryGeometry.minPeers...SharedMemoryGeometry.maxPeers).contains(maxPeers) else {
             throw ConfigurationError(option: "-n/--max-peers", message: "max peers must be between \(SharedMemoryGeometry.minPeers) and \(SharedMemoryGeometry.maxPeers), got \(maxPeers)")
         }
@@ -137,15 +157,55 @@ public struct ServerConfiguration: Equatable, Sendable {
                 throw ConfigurationError(option: "--queue-fd-limit", message: "a peer's queue must hold at least its set-up (1 + max peers × vectors = \(setup) descriptors), got \(queueDescriptorLimit)")
             }
         }
-        guard mode & ~0o777 == 0 else {
-            throw ConfigurationError(option: "--mode", message: "the mode must be permission bits (at most 0777), got 0\(String(mode, radix: 8))")
-        }
         do {
             return try SharedMemoryGeometry(totalSize: size, maxPeers: maxPeers, outputSectionSize: outputSectionSize)
         } catch let error as GeometryError {
             throw ConfigurationError(option: "-l/--size", message: "\(error.message) (-l \(size), -n \(maxPeers), -o \(outputSectionSize))")
         } catch {
             throw ConfigurationError(option: "-l/--size", message: "\(error)")
+        }
+    }
+}
+
+extension ServerConfiguration {
+    /// The socket path and the backing's name or directory, for either dialect.
+    func validateBacking() throws(ConfigurationError) {
+        guard !socketPath.isEmpty else {
+            throw ConfigurationError(option: "-S/--socket", message: "the socket path is empty")
+        }
+        switch backing {
+        case .memfd: break
+        case .posix(let name):
+            let bare = name.hasPrefix("/") ? String(name.dropFirst()) : name
+            guard !bare.isEmpty, !bare.contains("/") else {
+                throw ConfigurationError(option: "-M/--shm-name", message: "'\(name)' is not a POSIX shared-memory name (one path component, like 'ivshmem')")
+            }
+        case .directory(let path):
+            guard !path.isEmpty else {
+                throw ConfigurationError(option: "-m/--shm-dir", message: "the directory is empty")
+            }
+        }
+        guard mode & ~0o777 == 0 else {
+            throw ConfigurationError(option: "--mode", message: "the mode must be permission bits (at most 0777), got 0\(String(mode, radix: 8))")
+        }
+    }
+
+    /// V1-SRV-CFG-2: 1…64 vectors (`-n`), a size that is a power of two of at least a page
+    /// (`-l`; QEMU maps the memory as a BAR, which must be a power of two).
+    func validateV1() throws(ConfigurationError) {
+        try validateBacking()
+        guard (1...UInt64(V1Message.maxVectors)).contains(vectors) else {
+            throw ConfigurationError(option: "-n/--vectors", message: "vectors must be between 1 and \(V1Message.maxVectors), got \(vectors)")
+        }
+        let page = SharedMemoryGeometry.pageSize
+        guard size >= page, size & (size - 1) == 0, size <= UInt64(Int.max) else {
+            throw ConfigurationError(option: "-l/--size", message: "the shared-memory size must be a power of two of at least \(page) bytes (a v1 device maps it as a PCI BAR), got \(size)")
+        }
+        guard maxPeers >= 1, maxPeers <= UInt64(V1Message.maxPeerID) + 1 else {
+            throw ConfigurationError(option: "max peers", message: "a v1 server hands out IDs 0…65535, so at most 65536 peers, got \(maxPeers)")
+        }
+        if let queueDescriptorLimit, queueDescriptorLimit < 1 + Int(vectors) {
+            throw ConfigurationError(option: "--queue-fd-limit", message: "a peer's queue must hold at least its own set-up (1 + vectors = \(1 + vectors) descriptors), got \(queueDescriptorLimit)")
         }
     }
 }

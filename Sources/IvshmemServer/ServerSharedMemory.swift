@@ -22,8 +22,9 @@ public struct SharedMemoryRefusal: Error, CustomStringConvertible, Sendable {
 final class ServerSharedMemory {
     /// The descriptor sent with every INIT (WIRE-INIT-1).
     let descriptor: OwnedDescriptor
-    /// The State Table mapping (SHM-LAYOUT-8 size).
-    private let stateTable: MemoryMapping
+    /// The State Table mapping (SHM-LAYOUT-8 size); nil for a v1 server, whose memory has no
+    /// table (V1-SRV-SHM-1).
+    private let stateTable: MemoryMapping?
     /// How many 32-bit entries the table has room for.
     let entryCount: Int
     /// The object name to unlink at shutdown, for a POSIX object.
@@ -38,8 +39,9 @@ final class ServerSharedMemory {
     private let objectLock: FileDescriptor?
 
     /// Creates or opens the memory, sets it to exactly `size` bytes (SRV-SHM-1) and zeroes
-    /// the State Table, also when an existing object held old content (SRV-SHM-2).
-    init(backing: SharedMemoryBacking, size: Int, geometry: SharedMemoryGeometry, mode: mode_t) throws {
+    /// the State Table, also when an existing object held old content (SRV-SHM-2). Without a
+    /// geometry (v1) nothing is mapped or written (V1-SRV-SHM-1).
+    init(backing: SharedMemoryBacking, size: Int, geometry: SharedMemoryGeometry?, mode: mode_t) throws {
         self.size = size
         let fd: FileDescriptor
         var lock: FileDescriptor?
@@ -59,15 +61,22 @@ final class ServerSharedMemory {
         }
         objectLock = lock
         descriptor = OwnedDescriptor(fd)
+        guard let geometry else {
+            stateTable = nil
+            entryCount = 0
+            return
+        }
         let tableSize = Int(geometry.stateTableSize)
-        do { stateTable = try MemoryMapping(fd: fd, size: tableSize, offset: 0, writable: true) } catch {
+        let table: MemoryMapping
+        do { table = try MemoryMapping(fd: fd, size: tableSize, offset: 0, writable: true) } catch {
             // Like a shutdown, a failed start leaves no named object behind (SRV-SIG-1).
             if let name = posixName { try? SharedMemory.unlinkNamed(name) }
             lock?.closeQuietly()
             throw error
         }
+        stateTable = table
         entryCount = tableSize / 4
-        stateTable.base.initializeMemory(as: UInt8.self, repeating: 0, count: tableSize)
+        table.base.initializeMemory(as: UInt8.self, repeating: 0, count: tableSize)
         ivs_full_fence()
     }
 
@@ -150,7 +159,7 @@ final class ServerSharedMemory {
     /// done: the memory shrank under the table (SRV-SHM-6) — the entry is then gone anyway,
     /// and reads as 0 once the size is restored.
     func clearState(ofPeer id: UInt32) -> Bool {
-        guard Int(id) < entryCount else { return true }
+        guard let stateTable, Int(id) < entryCount else { return true }
         // Unsealed: the size was checked just before, but a peer can truncate at any moment,
         // so the store itself is guarded against SIGBUS.
         return ivs_state_store32(stateTable.base + Int(id) * 4, sizeIsSealed ? 0 : 1, 0) == 0

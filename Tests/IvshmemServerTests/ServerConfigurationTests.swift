@@ -67,12 +67,12 @@ struct ServerConfigurationTests {
     func geometry() throws {
         var config = ServerConfiguration()
         config.maxPeers = 4; config.size = 1 << 20; config.outputSectionSize = 64 << 10
-        let g = try config.validate()
+        let g = try #require(try config.validate())
         #expect(g == (try SharedMemoryGeometry(totalSize: 1 << 20, maxPeers: 4, outputSectionSize: 64 << 10)))
         #expect(g.stateTableSize == 4096)
         #expect(g.rwSectionSize == (1 << 20) - 4096 - 4 * (64 << 10))
         config.maxPeers = 2048; config.outputSectionSize = 0
-        #expect(try config.validate().stateTableSize == 8192)
+        #expect(try config.validate()?.stateTableSize == 8192)
     }
 
     @Test("SRV-VIRTIO-1: virtio protocols set bit 0x4000 for peer 0 only; others are unchanged")

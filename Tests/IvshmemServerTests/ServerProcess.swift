@@ -21,12 +21,13 @@ final class ServerProcess {
     /// Starts `ivshmem2 server ARGS` and waits for its "listening" log line.
     /// - Parameter launcher: a program that execs the server in its own process (keeping the
     ///   pid), e.g. `["/usr/bin/prlimit", "--nofile=64:64"]`.
-    init(arguments: [String], socketPath: String, scratch: ScratchDirectory, waitUntilListening: Bool = true, launcher: [String] = []) throws {
+    /// - Parameter subcommand: `server`, or `server-v1` for the v1 server.
+    init(arguments: [String], socketPath: String, scratch: ScratchDirectory, waitUntilListening: Bool = true, launcher: [String] = [], subcommand: String = "server") throws {
         self.socketPath = socketPath
         logPath = scratch.file("server-\(Int(Monotonic.now() * 1000) % 1_000_000).log")
         let log = try FileDescriptor.open(logPath, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
         defer { log.closeQuietly() }
-        let server = [try BuiltProducts.ivshmem2(), "server"] + arguments
+        let server = [try BuiltProducts.ivshmem2(), subcommand] + arguments
         let command = launcher + server
         process = try SpawnedProcess.spawn(
             executable: command[0], arguments: Array(command.dropFirst()),
