@@ -38,6 +38,7 @@ public final class V1ServerConnection {
     private var partial: [UInt8] = []
     private var partialFDs: [FileDescriptor] = []
     private var closed = false
+    private var leftSocket = false
 
     /// Connects to `path`; `vectors` is the device's own vector count (V1-WIRE-CLI-5).
     public init(path: String, vectors: Int) throws {
@@ -121,11 +122,20 @@ public final class V1ServerConnection {
         _ = try UnixSocket.sendMessage(on: socket, bytes: [0x42])
     }
 
+    /// Leaves the server (closes the socket) but keeps the eventfds and the shared memory, so
+    /// that a test can see that nobody rings a departed peer any more (V1-WIRE-CLI-7).
+    public func leave() {
+        guard !closed else { return }
+        socket.closeQuietly()
+        hungUp = true
+        leftSocket = true
+    }
+
     /// Closes the socket and every descriptor received.
     public func close() {
         guard !closed else { return }
         closed = true
-        socket.closeQuietly()
+        if !leftSocket { socket.closeQuietly() }
         sharedMemory?.closeQuietly()
         sharedMemory = nil
         for (_, fds) in eventFDs { for fd in fds { fd.close() } }
