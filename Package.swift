@@ -127,7 +127,7 @@ let package = Package(
         .testTarget(name: "IvshmemModelTests", dependencies: ["IvshmemModel", "IvshmemSpec", "IvshmemPlatform", "IvshmemSync", "IvshmemTestSupport"]),
         .testTarget(name: "IvshmemPCIDumpTests", dependencies: ["IvshmemPCIDump", "IvshmemModel", "IvshmemTestSupport"]),
         .testTarget(name: "IvshmemServerTests", dependencies: [
-            "IvshmemServer", "IvshmemTransport", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform", "IvshmemHarness", "IvshmemTestSupport",
+            "IvshmemServer", "IvshmemLink", "IvshmemTransport", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform", "IvshmemHarness", "IvshmemSync", "IvshmemTestSupport",
         ]),
         .testTarget(name: "IvshmemTransportTests", dependencies: [
             "IvshmemTransport", "IvshmemServer", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform", "IvshmemHarness", "IvshmemSync", "IvshmemTestSupport",

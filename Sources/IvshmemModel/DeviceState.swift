@@ -155,6 +155,8 @@ struct DeviceState {
             break  // read where it matters: at delivery (IRQ-ONESHOT-1) and reset (DEV-RST-*)
         case .vectorControl, .peerID, .maxPeers, .interruptControl, .doorbell, .state:
             break  // not config-space hooks (HookRules keeps them out of config tables)
+        case .intrMask, .intrStatus, .ivPosition, .v1Doorbell:
+            break  // the v1 device's (IvshmemV1Device); HookRules keeps them out of v2 tables
         }
     }
 

@@ -276,6 +276,8 @@ public final class IvshmemDevice: @unchecked Sendable {
             break  // the generic rule is all (REG-IC-1; ID and Maximum Peers are read-only)
         case .privilegedControl, .msixControl, .vectorControl, nil:
             break  // not BAR0 hooks (HookRules keeps them out of bar0.json); nil: a plain register
+        case .intrMask, .intrStatus, .ivPosition, .v1Doorbell:
+            break  // the v1 device's (IvshmemV1Device); HookRules keeps them out of bar0.json
         }
     }
 

@@ -170,5 +170,42 @@ enum EmbeddedTables {
   }
 }
 """#,
+        "v1-config-header.json": #"""
+{
+  "comment": "Type 0 PCI header of an ivshmem v1 function (spec/ivshmem1.md section 1), as QEMU 7.2 presents it. The MSI-X capability (msix.json) follows at 40h in the doorbell personality. Bytes not listed read 0 and ignore writes.",
+  "fields": [
+    {"name": "Vendor ID",            "offset": "0x00", "width": 2, "reset": "0x1AF4", "writable": "0x0", "req": "V1-CFG-ID-1"},
+    {"name": "Device ID",            "offset": "0x02", "width": 2, "reset": "0x1110", "writable": "0x0", "req": "V1-CFG-ID-1"},
+    {"name": "Command",              "offset": "0x04", "width": 2, "reset": "0x0000", "writable": "0x0507", "req": "V1-CFG-CMD-1"},
+    {"name": "Status",               "offset": "0x06", "width": 2, "reset": "@status", "writable": "0x0", "req": "V1-CFG-CAP-1"},
+    {"name": "Revision ID",          "offset": "0x08", "width": 1, "reset": "0x01",   "writable": "0x0", "req": "V1-CFG-ID-2"},
+    {"name": "Class Code",           "offset": "0x09", "width": 1, "reset": "0x00",   "writable": "0x0", "req": "V1-CFG-ID-3"},
+    {"name": "Sub-Class",            "offset": "0x0A", "width": 1, "reset": "0x00",   "writable": "0x0", "req": "V1-CFG-ID-3"},
+    {"name": "Base Class",           "offset": "0x0B", "width": 1, "reset": "0x05",   "writable": "0x0", "req": "V1-CFG-ID-3"},
+    {"name": "Header Type",          "offset": "0x0E", "width": 1, "reset": "0x00",   "writable": "0x0", "req": "V1-CFG-ID-3"},
+    {"name": "BAR0",                 "offset": "0x10", "width": 4, "reset": "@bar0Type", "writable": "@bar0Writable", "req": "V1-CFG-BAR-1"},
+    {"name": "BAR1",                 "offset": "0x14", "width": 4, "reset": "@bar1Type", "writable": "@bar1Writable", "req": "V1-CFG-BAR-2"},
+    {"name": "BAR2",                 "offset": "0x18", "width": 4, "reset": "@bar2Type", "writable": "@bar2WritableLow", "req": "V1-CFG-BAR-3"},
+    {"name": "BAR3",                 "offset": "0x1C", "width": 4, "reset": "0x00000000", "writable": "@bar2WritableHigh", "req": "V1-CFG-BAR-3"},
+    {"name": "Subsystem Vendor ID",  "offset": "0x2C", "width": 2, "reset": "0x1AF4", "writable": "0x0", "req": "V1-CFG-ID-4"},
+    {"name": "Subsystem ID",         "offset": "0x2E", "width": 2, "reset": "0x1100", "writable": "0x0", "req": "V1-CFG-ID-4"},
+    {"name": "Capabilities Pointer", "offset": "0x34", "width": 1, "reset": "@capabilityPointer", "writable": "0x0", "req": "V1-CFG-CAP-1"},
+    {"name": "Interrupt Line",       "offset": "0x3C", "width": 1, "reset": "0x00",   "writable": "0xFF", "req": "V1-CFG-INT-1"},
+    {"name": "Interrupt Pin",        "offset": "0x3D", "width": 1, "reset": "@interruptPin", "writable": "0x0", "req": "V1-CFG-INT-1"}
+  ]
+}
+"""#,
+        "v1-bar0.json": #"""
+{
+  "comment": "Register region (BAR0) of an ivshmem v1 function (spec/ivshmem1.md section 3): 100h bytes, aligned 32-bit accesses (V1-REG-ACC-1); offsets without a register read 0 and ignore writes (V1-REG-ACC-2).",
+  "size": "0x100",
+  "registers": [
+    {"name": "IntrMask",   "offset": "0x00", "width": 4, "reset": "0x0",          "writable": "0xFFFFFFFF", "readable": true,  "req": "V1-REG-MASK-1", "hook": "intrMask"},
+    {"name": "IntrStatus", "offset": "0x04", "width": 4, "reset": "0x0",          "writable": "0xFFFFFFFF", "readable": true,  "req": "V1-REG-STAT-1", "hook": "intrStatus"},
+    {"name": "IVPosition", "offset": "0x08", "width": 4, "reset": "@ivPosition",  "writable": "0x0",        "readable": true,  "req": "V1-REG-POS-1",  "hook": "ivPosition"},
+    {"name": "Doorbell",   "offset": "0x0C", "width": 4, "reset": "0x0",          "writable": "0xFFFFFFFF", "readable": false, "req": "V1-REG-DB-1",   "hook": "v1Doorbell"}
+  ]
+}
+"""#,
     ]
 }

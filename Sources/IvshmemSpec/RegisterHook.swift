@@ -21,13 +21,22 @@ public enum RegisterHook: String, Sendable, CaseIterable, Codable {
     case doorbell
     /// BAR0 State: written through to the State Table, peers notified (REG-ST-1).
     case state
+    /// v1 BAR0 IntrMask: drives the INTx level with IntrStatus (V1-REG-MASK-1, V1-IRQ-INTX-1).
+    case intrMask
+    /// v1 BAR0 IntrStatus: a read returns and clears it (V1-REG-STAT-1).
+    case intrStatus
+    /// v1 BAR0 IVPosition: the peer's ID from the server (V1-REG-POS-1). Identity only.
+    case ivPosition
+    /// v1 BAR0 Doorbell: peer in bits 31:16, vector in 15:0 (V1-REG-DB-1).
+    case v1Doorbell
 
     /// The width in bytes a field carrying this hook must have.
     public var width: Int {
         switch self {
         case .privilegedControl: return 1
         case .msixControl: return 2
-        case .vectorControl, .peerID, .maxPeers, .interruptControl, .doorbell, .state: return 4
+        case .vectorControl, .peerID, .maxPeers, .interruptControl, .doorbell, .state,
+             .intrMask, .intrStatus, .ivPosition, .v1Doorbell: return 4
         }
     }
 }
@@ -43,6 +52,11 @@ public struct HookRules: Sendable {
     public static let msixTableEntry = HookRules(allowed: [.vectorControl], required: [.vectorControl])
     public static let bar0 = HookRules(allowed: [.peerID, .maxPeers, .interruptControl, .doorbell, .state],
                                        required: [.interruptControl, .doorbell, .state])
+
+    /// The v1 register region (spec/ivshmem1.md §3) and its header (no hooks).
+    public static let v1ConfigHeader = HookRules(allowed: [], required: [])
+    public static let v1Bar0 = HookRules(allowed: [.intrMask, .intrStatus, .ivPosition, .v1Doorbell],
+                                         required: [.intrMask, .intrStatus, .ivPosition, .v1Doorbell])
 
     /// Checks `fields` of `file` (section `part`): hooks allowed here, each at most once, every
     /// required one present, hooked fields of the right width, and no two fields overlapping.

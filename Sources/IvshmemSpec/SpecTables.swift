@@ -19,11 +19,16 @@ public struct SpecTables: Sendable, Equatable {
     public var sections: [SharedMemorySectionSpec]
     public var pageSize: UInt64
     public var profiles: [String: ProfileSpec]
+    /// The v1 device's header and register region (spec/ivshmem1.md §1, §3); its MSI-X
+    /// capability and table entries are ``msixCapability`` and ``msixTableEntry``.
+    public var v1Header: [RegisterField]
+    public var v1Bar0: [RegisterField]
+    public var v1Bar0Size: SpecValue
 
     /// The file names a spec directory must hold, in the order they are read.
     public static let fileNames = [
         "config-header.json", "vendor-capability.json", "msix.json", "bar0.json",
-        "shared-memory.json", "profiles.json",
+        "shared-memory.json", "profiles.json", "v1-config-header.json", "v1-bar0.json",
     ]
 
     /// The tables compiled into the library (generated from `spec/tables/` by `make`).
@@ -53,6 +58,13 @@ public struct SpecTables: Sendable, Equatable {
         let b = try decode(BAR0File.self, "bar0.json")
         let s = try decode(SharedMemoryFile.self, "shared-memory.json")
         let p = try decode(ProfilesFile.self, "profiles.json")
+        let v1h = try decode(FieldList.self, "v1-config-header.json")
+        let v1b = try decode(BAR0File.self, "v1-bar0.json")
+        try HookRules.v1ConfigHeader.validate(v1h.fields, file: "v1-config-header.json", part: "the v1 config header")
+        try HookRules.v1Bar0.validate(v1b.registers, file: "v1-bar0.json", part: "the v1 register region (BAR0)")
+        v1Header = v1h.fields
+        v1Bar0 = v1b.registers
+        v1Bar0Size = try SpecValue(text: v1b.size, field: "v1-bar0", key: "size")
         header = h.fields
         vendorCapability = v.fields
         vendorCapabilityID = try Self.byte(v.capabilityID, "vendor-capability.json", "capabilityID")
@@ -124,7 +136,7 @@ public struct SpecTables: Sendable, Equatable {
     /// Every requirement ID the tables cite.
     public var citedRequirements: Set<String> {
         var ids = Set<String>()
-        for f in header + vendorCapability + msixCapability + msixTableEntry + bar0 { ids.insert(f.requirement) }
+        for f in header + vendorCapability + msixCapability + msixTableEntry + bar0 + v1Header + v1Bar0 { ids.insert(f.requirement) }
         for s in sections { ids.insert(s.req) }
         ids.insert(pbaRequirement)
         return ids

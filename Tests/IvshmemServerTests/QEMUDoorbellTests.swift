@@ -1,3 +1,4 @@
+import IvshmemLink
 import IvshmemPosix
 import IvshmemTransport
 import Testing
@@ -22,14 +23,26 @@ struct QEMUDoorbellTests {
 
         init(vectors: Int = 2, serverArguments: [String] = ["--memfd"]) throws {
             scratch = try ScratchDirectory()
-            let sock = scratch.file("sock")
-            server = try ServerProcess(arguments: ["-F", "-S", sock, "-l", "1M", "-n", "\(vectors)"] + serverArguments,
-                                       socketPath: sock, scratch: scratch, subcommand: "server-v1")
-            machine = try QEMUMachine(deviceArguments: [
-                "-chardev", "socket,id=ivs,path=\(sock)",
-                "-device", "ivshmem-doorbell,chardev=ivs,vectors=\(vectors)",
-            ], scratch: scratch)
+            (server, machine) = try Self.start(scratch, vectors: vectors, serverArguments: serverArguments)
             device = try QEMUIvshmem(machine: machine)
+        }
+
+        /// `ivshmem2 server-v1 -l 1M -n vectors` in `scratch`, and QEMU with an untouched
+        /// `ivshmem-doorbell` on it (peer 0).
+        static func start(_ scratch: ScratchDirectory, vectors: Int = 2, serverArguments: [String] = ["--memfd"]) throws -> (ServerProcess, QEMUMachine) {
+            let sock = scratch.file("sock")
+            let server = try ServerProcess(arguments: ["-F", "-S", sock, "-l", "1M", "-n", "\(vectors)"] + serverArguments,
+                                           socketPath: sock, scratch: scratch, subcommand: "server-v1")
+            do {
+                let machine = try QEMUMachine(deviceArguments: [
+                    "-chardev", "socket,id=ivs,path=\(sock)",
+                    "-device", "ivshmem-doorbell,chardev=ivs,vectors=\(vectors)",
+                ], scratch: scratch)
+                return (server, machine)
+            } catch {
+                _ = try? server.terminate()
+                throw error
+            }
         }
 
         /// Enables QEMU's MSI-X with every vector unmasked, then attaches a v1 client (peer 1).
@@ -60,11 +73,8 @@ struct QEMUDoorbellTests {
     @Test("V1-CFG-ID-1, V1-CFG-ID-2, V1-CFG-ID-3, V1-CFG-ID-4, V1-CFG-CMD-1, V1-CFG-BAR-1, V1-CFG-BAR-2, V1-CFG-BAR-3, V1-CFG-BAR-4, V1-CFG-CAP-1, V1-CFG-INT-1, V1-MSIX-CAP-1, V1-MSIX-CAP-2: QEMU's ivshmem-doorbell presents the configuration space spec/ivshmem1.md states")
     func configurationSpace() throws {
         let scratch = try ScratchDirectory()
-        let sock = scratch.file("sock")
-        let server = try ServerProcess(arguments: ["-F", "-S", sock, "-l", "1M", "-n", "2", "--memfd"], socketPath: sock, scratch: scratch, subcommand: "server-v1")
-        defer { _ = try? server.terminate() }
-        let machine = try QEMUMachine(deviceArguments: ["-chardev", "socket,id=ivs,path=\(sock)", "-device", "ivshmem-doorbell,chardev=ivs,vectors=2"], scratch: scratch)
-        defer { machine.terminate() }
+        let (server, machine) = try Setup.start(scratch)
+        defer { machine.terminate(); _ = try? server.terminate() }
         let pci = try QEMUPCIFunction.find(vendor: 0x1AF4, device: 0x1110, in: machine)
         let image = try V1ConfigImage(reading: { try pci.config($0, size: $1) }, writing: { try pci.setConfig($0, $1, size: $2) })
         #expect(image.violations(of: .doorbell(vectors: 2, sharedMemorySize: 1 << 20)) == [])

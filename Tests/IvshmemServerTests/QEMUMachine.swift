@@ -109,6 +109,15 @@ final class QEMUMachine {
     func readl(_ address: UInt64) throws -> UInt32 { UInt32(truncatingIfNeeded: try value(command("readl 0x\(String(address, radix: 16))"))) }
     func writel(_ address: UInt64, _ v: UInt32) throws { try command("writel 0x\(String(address, radix: 16)) 0x\(String(v, radix: 16))") }
     func readq(_ address: UInt64) throws -> UInt64 { try value(command("readq 0x\(String(address, radix: 16))")) }
+    /// A memory read or write of 1, 2, 4 or 8 bytes.
+    func read(_ address: UInt64, size: Int) throws -> UInt64 {
+        let op = ["readb", "readw", "readl", "readq"][[1, 2, 4, 8].firstIndex(of: size)!]
+        return try value(command("\(op) 0x\(String(address, radix: 16))"))
+    }
+    func write(_ address: UInt64, size: Int, _ v: UInt64) throws {
+        let op = ["writeb", "writew", "writel", "writeq"][[1, 2, 4, 8].firstIndex(of: size)!]
+        try command("\(op) 0x\(String(address, radix: 16)) 0x\(String(v, radix: 16))")
+    }
     func outl(_ port: UInt16, _ v: UInt32) throws { try command("outl 0x\(String(port, radix: 16)) 0x\(String(v, radix: 16))") }
 
     /// Port I/O of `size` bytes.

@@ -1,3 +1,4 @@
+import IvshmemLink
 import IvshmemPosix
 import IvshmemServer
 import IvshmemTransport

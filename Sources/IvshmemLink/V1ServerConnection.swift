@@ -1,4 +1,3 @@
-import IvshmemLink
 import IvshmemPosix
 import IvshmemWire
 
@@ -89,6 +88,13 @@ public final class V1ServerConnection {
             try readOnce()
         }
         return true
+    }
+
+    /// Reads whatever the socket holds now, without waiting (for an event loop).
+    public func readAvailable() throws {
+        while !hungUp, try socket.waitReadable(timeoutMilliseconds: 0) {
+            try readOnce()
+        }
     }
 
     /// Waits until the server closes the connection.
