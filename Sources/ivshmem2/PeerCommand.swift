@@ -13,7 +13,7 @@ import IvshmemTransport
 struct PeerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "peer",
-        abstract: "Attach an emulated ivshmem v2 device to a server and drive it from stdin.",
+        abstract: "Attach an emulated ivshmem v2 device (or, with --v1, a v1 device) to a server and drive it from stdin.",
         discussion: """
             Commands (one per line; '#' starts a comment):
               dump                 ID, vectors, peers, state table, Interrupt Control
@@ -39,9 +39,12 @@ struct PeerCommand: ParsableCommand {
     @Option(help: "Behaviour profile: spec, jailhouse or qemu-rfc.") var profile: String = "spec"
     @Option(name: .customLong("spin-us"), help: "Spin this many microseconds before sleeping (0: block).") var spinMicroseconds: Int = 0
     @Flag(help: "Do not print a prompt (it is printed only when stdin is a terminal anyway).") var quiet = false
+    @Flag(help: "Attach an ivshmem v1 device (1af4:1110) to a v1 server (ivshmem2 server-v1, QEMU's ivshmem-server).") var v1 = false
+    @Option(help: "With --v1: the device's vectors (QEMU's 'vectors'; the server's -n).") var vectors: Int = 1
 
     func run() throws {
         try Signals.ignoreBrokenPipe()
+        if v1 { return try runV1() }
         let options = AttachOptions(profile: profile, waitMode: spinMicroseconds > 0 ? .spinThenBlock(microseconds: spinMicroseconds) : .blocking)
         let link: AttachedDevice
         do { link = try AttachedDevice.attach(socketPath: socket, options: options) } catch {
@@ -50,14 +53,42 @@ struct PeerCommand: ParsableCommand {
         defer { link.close() }
         let session = try PeerSession(link: link)
         session.announce()
+        try commandLoop(prompt: "ivshmem2[\(link.device.id)]> ", session.execute)
+    }
+
+    /// Reads stdin line by line into `execute` until it returns false or input ends. The
+    /// prompt is for a person at a terminal; piped input gets only the records.
+    func commandLoop(prompt: String, _ execute: (String) throws -> Bool) throws {
         var reader = LineReader(fd: .standardInput)
-        // The prompt is for a person at a terminal; piped input gets only the records.
-        let prompt = !quiet && isatty(0) == 1
+        let showPrompt = !quiet && isatty(0) == 1
         while true {
-            if prompt { writeStdout("ivshmem2[\(link.device.id)]> ") }
+            if showPrompt { writeStdout(prompt) }
             guard let line = try reader.next() else { break }
-            if try !session.execute(line) { break }
+            if try !execute(line) { break }
         }
+    }
+}
+
+/// A command line's words, without a `#` comment: the command and its arguments.
+func commandWords(_ raw: String) -> (command: String, arguments: [String])? {
+    let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+    let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+    guard let command = words.first else { return nil }
+    return (command, Array(words.dropFirst()))
+}
+
+extension PeerCommand {
+    /// `--v1`: the same loop over a v1 device (spec/ivshmem1.md).
+    func runV1() throws {
+        guard (1...V1Limits.maxVectors).contains(vectors) else { throw ValidationError("--vectors must be between 1 and \(V1Limits.maxVectors), got \(vectors)") }
+        let attached: AttachedV1Device
+        do { attached = try AttachedV1Device.attach(path: socket, vectors: vectors) } catch {
+            throw ValidationError("\(error)")
+        }
+        defer { attached.close() }
+        let session = V1PeerSession(attached: attached)
+        session.announce()
+        try commandLoop(prompt: "ivshmem-v1[\(attached.id)]> ", session.execute)
     }
 }
 
@@ -100,10 +131,7 @@ final class PeerSession: @unchecked Sendable {
 
     /// Runs one command line; returns false on quit.
     func execute(_ raw: String) throws -> Bool {
-        let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
-        let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
-        guard let cmd = words.first else { return true }
-        let args = Array(words.dropFirst())
+        guard let (cmd, args) = commandWords(raw) else { return true }
         switch cmd {
         case "quit", "exit": return false
         case "dump": dump()
