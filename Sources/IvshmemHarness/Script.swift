@@ -244,8 +244,9 @@ public enum ScriptParser {
         return Script(path: path, prelude: prelude, cases: cases)
     }
 
+    /// `TOPIC-SUB-N`, or a v1 ID `V1-TOPIC-SUB-N` (spec/ivshmem1.md).
     static func isRequirementID(_ s: String) -> Bool {
-        let parts = s.split(separator: "-")
+        let parts = s.split(separator: "-").drop { $0 == "V1" }
         return parts.count >= 3 && parts.dropLast().allSatisfy { !$0.isEmpty && $0.allSatisfy { $0.isUppercase } } && Int(parts.last!) != nil
     }
 

@@ -87,7 +87,10 @@ public struct ScriptRunner: Sendable {
             if let v = try num("max-peers") { c.maxPeers = v }
             if let v = try num("size") { c.size = v }
             if let v = try num("output") { c.outputSectionSize = v }
-            if let v = try num("protocol") { c.protocolValue = v }
+            if kv["protocol"] == "v1" {  // spec/ivshmem1.md: the v1 server, v1 devices
+                c.dialect = .v1
+                c.maxPeers = ServerConfiguration.v1().maxPeers
+            } else if let v = try num("protocol") { c.protocolValue = v }
         }
         return c
     }
@@ -121,6 +124,7 @@ public struct ScriptRunner: Sendable {
                 break
             }
         }
+        for p in session.v1Peers.values { p.leave() }
         result.trace = harness.trace.all
         result.duration = Monotonic.now() - start
         return result
@@ -136,6 +140,8 @@ struct Session {
     var serverConfiguration = ServerConfiguration()
     var peers: [String: HarnessPeer] = [:]
     var clients: [String: RawWireClient] = [:]
+    /// Peers of a `server protocol=v1` case (ScriptRunner+V1.swift).
+    var v1Peers: [String: V1ScriptPeer] = [:]
     var irqCursor: [String: Int] = [:]
     var findingCursor: [String: Int] = [:]
 
@@ -197,6 +203,7 @@ struct Session {
     }
 
     mutating func execute(_ st: Script.Statement) throws {
+        if isV1 { return try executeV1(st) }
         switch st.command {
         case .server: break
         case .sleep(let s): Monotonic.sleep(seconds: s)

@@ -1,4 +1,5 @@
 import Foundation
+import IvshmemHarness
 import IvshmemModel
 import IvshmemSync
 import IvshmemTransport
@@ -19,17 +20,8 @@ final class V1PeerSession: V1InterruptSink, @unchecked Sendable {
         program()
     }
 
-    /// What a driver does after probing: decode on, bus mastering, one message per vector.
-    private func program() {
-        device.configWrite(offset: 0x04, size: 2, value: 0x6)
-        for v in 0..<device.configuration.vectors {
-            let entry = UInt64(v) * 16
-            device.barWrite(1, offset: entry, size: 4, value: 0xFEE0_0000)
-            device.barWrite(1, offset: entry + 8, size: 4, value: UInt64(v))
-            device.barWrite(1, offset: entry + 12, size: 4, value: 0)
-        }
-        device.configWrite(offset: IvshmemV1Device.msixCapabilityOffset + 2, size: 2, value: 0x8000)
-    }
+    /// What a driver does after probing (the harness's v1 set-up).
+    private func program() { V1DriverSetup.ready(device) }
 
     func msixMessage(vector: Int, address: UInt64, data: UInt32) {
         writeStdout("irq: vector \(vector)\n")

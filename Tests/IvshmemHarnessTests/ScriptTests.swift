@@ -196,3 +196,16 @@ func fixture(_ relative: String) throws -> Script {
         #expect(trace.contains { ($0.kind == .configWrite || $0.kind == .configRead) && $0.requirement == "CFG-CMD-1" })
     }
 }
+
+/// `server protocol=v1` scripts (spec/ivshmem1.md).
+@Suite(.serialized) struct V1ScriptTests {
+    @Test("V1-REG-POS-1, V1-REG-DB-2, V1-REG-MASK-1: fixtures/scripts/v1-two-peers.ivs passes against the embedded v1 server; a v2-only statement fails with a message")
+    func v1Script() throws {
+        let results = ScriptRunner().run(try fixture("fixtures/scripts/v1-two-peers.ivs"))
+        #expect(results.count == 2)
+        for r in results { #expect(r.passed, "\(r.caseName): \(r.failure?.render(path: r.script) ?? "")") }
+        let script = try ScriptParser.parse("server protocol=v1\ncase \"state\"\njoin A\nA state 5\n", path: "inline.ivs")
+        let failed = ScriptRunner().run(script)
+        #expect(failed.first?.failure?.actual.contains("v2 only") == true, "\(String(describing: failed.first?.failure))")
+    }
+}
