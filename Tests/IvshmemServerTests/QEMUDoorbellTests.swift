@@ -1,6 +1,7 @@
 import IvshmemLink
 import IvshmemPosix
 import IvshmemTransport
+import IvshmemTestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc

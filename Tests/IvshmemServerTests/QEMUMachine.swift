@@ -1,3 +1,4 @@
+import IvshmemTestSupport
 import IvshmemPosix
 #if canImport(Glibc)
 import Glibc

@@ -2,6 +2,7 @@ import IvshmemModel
 import IvshmemLink
 import IvshmemPosix
 import IvshmemTransport
+import IvshmemTestSupport
 import Testing
 
 /// One v1 function as a register sequence sees it: config space, and BAR-relative accesses.

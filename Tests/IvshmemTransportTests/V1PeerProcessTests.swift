@@ -23,7 +23,7 @@ import Testing
         let sock = dir + "/s.sock"
         let server = try Child("server-v1", ["server-v1", "-F", "-S", sock, "-l", "1M", "-n", "2", "--memfd"])
         defer { _ = try? server.stop(signal: SIGTERM) }
-        #expect(eventually { (try? UnixSocket.probe(path: sock)) == .live })
+        #expect(Monotonic.poll(timeout: 10) { (try? UnixSocket.probe(path: sock)) == .live })
         // The probe above was a peer too: IDs go in turn (V1-SRV-ID-1), so read them.
         func id(_ ready: String) -> String { ready.split(separator: " ")[2].description }
         let a = try Child("A", ["peer", "--v1", "--vectors", "2", "--quiet", "-S", sock])
