@@ -96,9 +96,8 @@ struct DeviceState {
     }
     var msixEnabled: Bool { msixControl.contains(.enable) }
     var msixFunctionMasked: Bool { msixControl.contains(.functionMask) }
-    func vectorMasked(_ v: Int) -> Bool {
-        UInt32(truncatingIfNeeded: msixTable.raw(offset: v * MSIXTableEntry.size + vectorControlOffset, size: 4)) & MSIXTableEntry.masked != 0
-    }
+    var msix: MSIXTable { MSIXTable(block: msixTable, vectorControlOffset: vectorControlOffset) }
+    func vectorMasked(_ v: Int) -> Bool { msix.masked(v) }
     var interruptControl: UInt32 { UInt32(truncatingIfNeeded: registers.raw(offset: interruptControlOffset, size: 4)) }
 
     mutating func record(_ requirement: String, _ message: @autoclosure () -> String, _ access: Access?, peer: UInt32, kind: Finding.Kind = .violation) {
@@ -224,7 +223,7 @@ struct DeviceState {
     /// Sends latched messages whose vector is now unmasked (qemu-rfc profile only has any).
     mutating func flushPending(layout: DeviceLayout, effects: inout Effects) {
         guard msixEnabled, !msixFunctionMasked else { return }
-        for v in pending.indices where pending[v] && !vectorMasked(v) {
+        for v in msix.releasable(pending) {
             pending[v] = false
             if command.contains(.busMaster) {
                 stats.delivered += 1
@@ -236,11 +235,8 @@ struct DeviceState {
     }
 
     func message(_ v: Int) -> Effect {
-        let base = v * MSIXTableEntry.size
-        let lo = msixTable.raw(offset: base + MSIXTableEntry.messageAddress, size: 4)
-        let hi = msixTable.raw(offset: base + MSIXTableEntry.messageUpperAddress, size: 4)
-        let data = UInt32(truncatingIfNeeded: msixTable.raw(offset: base + MSIXTableEntry.messageData, size: 4))
-        return .msix(vector: v, address: lo | hi << 32, data: data)
+        let m = msix.message(v)
+        return .msix(vector: v, address: m.address, data: m.data)
     }
 
     // MARK: delivery

@@ -71,7 +71,7 @@ public protocol V1InterruptSink: AnyObject, Sendable {
 ///
 /// Thread safety: every entry point may be called from any thread; links and sinks are called
 /// after the lock is released.
-public final class IvshmemV1Device: @unchecked Sendable {
+public final class IvshmemV1Device: PCIFunction, @unchecked Sendable {
     public let configuration: V1DeviceConfiguration
     public let sharedMemory: SharedMemory
     private let config: RegisterBlock
@@ -83,6 +83,9 @@ public final class IvshmemV1Device: @unchecked Sendable {
     private let msixControlOffset: Int?
     private let vectorControlOffset: Int
     private let state: Locked<State>
+    /// The windows this function decodes (Command and BARs), republished under the lock when
+    /// they change and read by the platform without one (V1-CFG-BAR-1…4).
+    private let windowTable = DecodeWindowTable()
 
     struct State {
         var pending: [Bool]
@@ -147,6 +150,36 @@ public final class IvshmemV1Device: @unchecked Sendable {
         state = Locked(State(pending: Array(repeating: false, count: msix ? c.vectors : 0)))
     }
 
+    /// BAR `index`'s size, nil when the personality does not implement it (V1-CFG-BAR-1…3).
+    private func barSize(_ index: Int) -> UInt64? {
+        switch index {
+        case 0: return UInt64(registers.size)
+        case 1: return configuration.personality == .doorbell ? V1Limits.msixBARSize : nil
+        case 2: return configuration.sharedMemorySize
+        default: return nil
+        }
+    }
+
+    /// The windows Command and the BARs decode now (BAR2 is 64-bit: BAR2/BAR3).
+    private func currentWindows() -> [DecodeWindow] {
+        guard command.contains(.memorySpace) else { return [] }
+        var out: [DecodeWindow] = []
+        for index in 0...2 {
+            guard let size = barSize(index) else { continue }
+            var base = config.raw(offset: PCIConfig.bar(index), size: 4) & ~0xF
+            if index == 2 { base |= config.raw(offset: PCIConfig.bar(3), size: 4) << 32 }
+            if base != 0 { out.append(DecodeWindow(bar: index, base: base, size: size, isIO: false)) }
+        }
+        return out
+    }
+
+    /// Where `address` lands in this function, without a lock.
+    public func decode(_ address: UInt64, io: Bool) -> (bar: Int, offset: UInt64)? { windowTable.lookup(address, io: io) }
+    /// The ranges this function claims now.
+    public var decodeWindows: [DecodeWindow] { windowTable.windows }
+    /// v1 has no slot-dependent strap: QEMU's Interrupt Pin is fixed by the personality.
+    public func plugged(intoSlot slot: UInt8) {}
+
     // MARK: wiring
 
     public var link: (any V1PeerLink)? {
@@ -180,7 +213,11 @@ public final class IvshmemV1Device: @unchecked Sendable {
     public func configWrite(offset: Int, size: Int, value: UInt32) {
         guard IvshmemDevice.validConfigAccess(offset: offset, size: size) else { return }
         perform { s, fx in
-            config.write(offset: offset, size: size, value: UInt64(value)) { _, _ in }
+            var decodeChanged = false
+            config.write(offset: offset, size: size, value: UInt64(value)) { w, field in
+                if w.old != w.new && (field.offset == PCIConfig.command || (PCIConfig.bar0..<PCIConfig.barsEnd).contains(field.offset)) { decodeChanged = true }
+            }
+            if decodeChanged { windowTable.publish(currentWindows()) }
             flushPending(&s, &fx)
         }
     }
@@ -189,9 +226,8 @@ public final class IvshmemV1Device: @unchecked Sendable {
     private var msixControl: MSIXControl {
         MSIXControl(rawValue: msixControlOffset.map { UInt16(truncatingIfNeeded: config.raw(offset: $0, size: 2)) } ?? 0)
     }
-    private func vectorMasked(_ v: Int) -> Bool {
-        UInt32(truncatingIfNeeded: msixTable.raw(offset: v * MSIXTableEntry.size + vectorControlOffset, size: 4)) & MSIXTableEntry.masked != 0
-    }
+    private var msix: MSIXTable { MSIXTable(block: msixTable, vectorControlOffset: vectorControlOffset) }
+    private func vectorMasked(_ v: Int) -> Bool { msix.masked(v) }
 
     // MARK: BARs
 
@@ -325,6 +361,7 @@ public final class IvshmemV1Device: @unchecked Sendable {
             registers.setRaw(offset: ivPositionOffset, size: 4, value: id)
             msixTable.reset()
             for i in s.pending.indices { s.pending[i] = false }
+            windowTable.publish(currentWindows())
             updateINTx(&s, &fx)
         }
     }
@@ -343,18 +380,15 @@ public final class IvshmemV1Device: @unchecked Sendable {
 
     private func flushPending(_ s: inout State, _ fx: inout [V1Effect]) {
         guard msixControl.contains(.enable), !msixControl.contains(.functionMask) else { return }
-        for v in s.pending.indices where s.pending[v] && !vectorMasked(v) {
+        for v in msix.releasable(s.pending) {
             s.pending[v] = false
             if command.contains(.busMaster) { fx.append(message(v)) }
         }
     }
 
     private func message(_ v: Int) -> V1Effect {
-        let base = v * MSIXTableEntry.size
-        let lo = msixTable.raw(offset: base + MSIXTableEntry.messageAddress, size: 4)
-        let hi = msixTable.raw(offset: base + MSIXTableEntry.messageUpperAddress, size: 4)
-        let data = UInt32(truncatingIfNeeded: msixTable.raw(offset: base + MSIXTableEntry.messageData, size: 4))
-        return .msix(vector: v, address: lo | hi << 32, data: data)
+        let m = msix.message(v)
+        return .msix(vector: v, address: m.address, data: m.data)
     }
 
     private func record(_ s: inout State, _ requirement: String, _ message: String, _ access: Access?, kind: Finding.Kind = .violation) {

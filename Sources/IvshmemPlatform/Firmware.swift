@@ -16,7 +16,7 @@ public struct Firmware {
 
     /// Functions whose Vendor/Device ID match, in BDF order.
     public static func enumerate(_ platform: PCIPlatform, vendor: UInt16 = 0x110A, device: UInt16 = 0x4106) -> [BDF] {
-        platform.devices.map(\.bdf).filter {
+        platform.addresses.filter {
             platform.configRead($0, offset: 0, size: 4) == UInt32(device) << 16 | UInt32(vendor)
         }
     }

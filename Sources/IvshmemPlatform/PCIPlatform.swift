@@ -21,14 +21,17 @@ public final class PCIPlatform: @unchecked Sendable {
     public let interrupts = InterruptLog()
 
     /// One plugged function and the interrupt sink that knows its address, so a delivered
-    /// interrupt needs no look-up (the device holds its sink weakly; the slot keeps it).
-    final class Slot: InterruptSink, @unchecked Sendable {
+    /// interrupt needs no look-up (the function holds its sink weakly; the slot keeps it).
+    final class Slot: InterruptSink, V1InterruptSink, @unchecked Sendable {
         let bdf: BDF
-        let device: IvshmemDevice
+        let function: any PCIFunction
+        /// The same object when it is an ivshmem v2 device (the unretained fast path).
+        let device: IvshmemDevice?
         unowned let log: InterruptLog
-        init(bdf: BDF, device: IvshmemDevice, log: InterruptLog) {
+        init(bdf: BDF, function: any PCIFunction, log: InterruptLog) {
             self.bdf = bdf
-            self.device = device
+            self.function = function
+            self.device = function as? IvshmemDevice
             self.log = log
         }
         func msixMessage(from device: IvshmemDevice, vector: Int, address: UInt64, data: UInt32) {
@@ -37,19 +40,31 @@ public final class PCIPlatform: @unchecked Sendable {
         func intxEdge(from device: IvshmemDevice, pin: UInt8) {
             log.append(source: bdf, kind: .intx(pin: pin))
         }
+        // An ivshmem v1 function (V1-IRQ-MSIX-1, V1-IRQ-INTX-1: its INTx is INTA#, logged on
+        // each rising level).
+        func msixMessage(vector: Int, address: UInt64, data: UInt32) {
+            log.append(source: bdf, kind: .msix(vector: vector, address: address, data: data))
+        }
+        func intxLevel(_ asserted: Bool) {
+            if asserted { log.append(source: bdf, kind: .intx(pin: 1)) }
+        }
     }
 
     /// The plugged functions in BDF order (the decode paths walk it on every access). The
-    /// access path reads `bdfs` and `devices` (unretained: `slots` keeps them alive), so a
-    /// look-up costs no reference counting.
+    /// access path reads `bdfs` and `devices` for ivshmem v2 devices (unretained: `slots`
+    /// keeps them alive), so a look-up costs no reference counting; other functions (v1) are
+    /// reached through `others`.
     final class Table: @unchecked Sendable {
         let slots: [Slot]
         let bdfs: [BDF]
         let devices: [Unmanaged<IvshmemDevice>]
+        let others: [Slot]
         init(_ slots: [Slot]) {
             self.slots = slots
-            bdfs = slots.map(\.bdf)
-            devices = slots.map { Unmanaged.passUnretained($0.device) }
+            let v2 = slots.filter { $0.device != nil }
+            bdfs = v2.map(\.bdf)
+            devices = v2.map { Unmanaged.passUnretained($0.device!) }
+            others = slots.filter { $0.device == nil }
         }
     }
 
@@ -88,17 +103,18 @@ public final class PCIPlatform: @unchecked Sendable {
 
     // MARK: devices
 
-    /// Plugs `device` in at `bdf`; the platform becomes its interrupt sink.
-    public func add(_ device: IvshmemDevice, at bdf: BDF) throws {
-        let slot = Slot(bdf: bdf, device: device, log: interrupts)
+    /// Plugs `function` in at `bdf`; the platform becomes its interrupt sink (v2 and v1 devices).
+    public func add(_ function: any PCIFunction, at bdf: BDF) throws {
+        let slot = Slot(bdf: bdf, function: function, log: interrupts)
         try republish { slots in
             guard !slots.contains(where: { $0.bdf == bdf }) else { throw PlatformError.slotOccupied(bdf) }
             var next = slots
             next.insert(slot, at: slots.firstIndex { $0.bdf > bdf } ?? slots.count)
             return next
         }
-        device.interruptSink = slot
-        device.plugged(intoSlot: bdf.device)
+        if let d = function as? IvshmemDevice { d.interruptSink = slot }
+        if let d = function as? IvshmemV1Device { d.interruptSink = slot }
+        function.plugged(intoSlot: bdf.device)
     }
 
     public func remove(at bdf: BDF) {
@@ -107,7 +123,8 @@ public final class PCIPlatform: @unchecked Sendable {
             removed = slots.first { $0.bdf == bdf }
             return slots.filter { $0.bdf != bdf }
         }
-        if let r = removed, r.device.interruptSink === r { r.device.interruptSink = nil }
+        if let r = removed, let d = r.device, d.interruptSink === r { d.interruptSink = nil }
+        if let r = removed, let d = r.function as? IvshmemV1Device, d.interruptSink === r { d.interruptSink = nil }
     }
 
     /// A linear scan of the (few) plugged devices: cheaper than hashing a BDF per access.
@@ -118,6 +135,11 @@ public final class PCIPlatform: @unchecked Sendable {
         }
     }
 
+    /// The function at `bdf`, whatever its kind.
+    public func function(at bdf: BDF) -> (any PCIFunction)? {
+        withTable { t in t.slots.first { $0.bdf == bdf }?.function }
+    }
+
     /// The device at `bdf`, unretained (the current table keeps it alive).
     @inline(__always)
     private func unmanagedDevice(at bdf: BDF) -> Unmanaged<IvshmemDevice>? {
@@ -126,32 +148,45 @@ public final class PCIPlatform: @unchecked Sendable {
             return nil
         }
     }
+    /// The ivshmem v2 devices plugged in.
     public var devices: [(bdf: BDF, device: IvshmemDevice)] {
-        withTable { t in t.slots.map { ($0.bdf, $0.device) } }
+        withTable { t in t.slots.compactMap { s in s.device.map { (s.bdf, $0) } } }
     }
-    public func address(of device: IvshmemDevice) -> BDF? {
-        withTable { t in t.slots.first { $0.device === device }?.bdf }
+    /// Every plugged function's address, in BDF order.
+    public var addresses: [BDF] { withTable { t in t.slots.map(\.bdf) } }
+    public func address(of function: any PCIFunction) -> BDF? {
+        withTable { t in t.slots.first { $0.function === function }?.bdf }
     }
 
     // MARK: config space by BDF
 
     /// An absent function reads all-ones, like a master abort.
     public func configRead(_ bdf: BDF, offset: Int, size: Int) -> UInt32 {
-        guard let d = unmanagedDevice(at: bdf) else { return size >= 4 ? .max : (1 << UInt32(size * 8)) - 1 }
-        return d._withUnsafeGuaranteedRef { $0.configRead(offset: offset, size: size) }
+        if let d = unmanagedDevice(at: bdf) { return d._withUnsafeGuaranteedRef { $0.configRead(offset: offset, size: size) } }
+        guard let f = otherFunction(at: bdf) else { return size >= 4 ? .max : (1 << UInt32(size * 8)) - 1 }
+        return f.configRead(offset: offset, size: size)
     }
 
     public func configWrite(_ bdf: BDF, offset: Int, size: Int, value: UInt32) {
-        unmanagedDevice(at: bdf)?._withUnsafeGuaranteedRef { $0.configWrite(offset: offset, size: size, value: value) }
+        if let d = unmanagedDevice(at: bdf) { return d._withUnsafeGuaranteedRef { $0.configWrite(offset: offset, size: size, value: value) } }
+        otherFunction(at: bdf)?.configWrite(offset: offset, size: size, value: value)
+    }
+
+    /// A function at `bdf` that is not an ivshmem v2 device (the general path).
+    private func otherFunction(at bdf: BDF) -> (any PCIFunction)? {
+        withTable { t in t.others.first { $0.bdf == bdf }?.function }
     }
 
     // MARK: memory space
 
     public func mmioRead(_ address: UInt64, size: Int) -> UInt64 {
         if let (bdf, off) = ecamTarget(address) {
-            return off < 0x100 ? UInt64(configRead(bdf, offset: off, size: size)) : (device(at: bdf) == nil ? Self.ones(size) : 0)
+            return off < 0x100 ? UInt64(configRead(bdf, offset: off, size: size)) : (function(at: bdf) == nil ? Self.ones(size) : 0)
         }
-        guard let (d, bar, offset) = decoded(address, io: false) else { return Self.ones(size) }
+        guard let (d, bar, offset) = decoded(address, io: false) else {
+            guard let (f, bar, offset) = decodedOther(address, io: false) else { return Self.ones(size) }
+            return f.barRead(bar, offset: offset, size: size)
+        }
         if bar < 0 { return d._withUnsafeGuaranteedRef { $0.sharedMemoryLoad(offset: offset, size: size) } }
         return d._withUnsafeGuaranteedRef { $0.barRead(bar, offset: offset, size: size) }
     }
@@ -161,7 +196,10 @@ public final class PCIPlatform: @unchecked Sendable {
             if off < 0x100 { configWrite(bdf, offset: off, size: size, value: UInt32(truncatingIfNeeded: value)) }
             return
         }
-        guard let (d, bar, offset) = decoded(address, io: false) else { return }
+        guard let (d, bar, offset) = decoded(address, io: false) else {
+            if let (f, bar, offset) = decodedOther(address, io: false) { f.barWrite(bar, offset: offset, size: size, value: value) }
+            return
+        }
         if bar < 0 { return d._withUnsafeGuaranteedRef { $0.sharedMemoryStore(offset: offset, size: size, value: value) } }
         d._withUnsafeGuaranteedRef { $0.barWrite(bar, offset: offset, size: size, value: value) }
     }
@@ -179,10 +217,21 @@ public final class PCIPlatform: @unchecked Sendable {
         }
     }
 
+    /// A function other than an ivshmem v2 device that claims `address` (the general path).
+    private func decodedOther(_ address: UInt64, io: Bool) -> (any PCIFunction, Int, UInt64)? {
+        withTable { t in
+            for s in t.others {
+                if let hit = s.function.decode(address, io: io) { return (s.function, hit.bar, hit.offset) }
+            }
+            return nil
+        }
+    }
+
+    /// Which ivshmem v2 device, BAR and offset a memory address reaches.
     public func decodeMemory(_ address: UInt64) -> (device: IvshmemDevice, bar: Int, offset: UInt64)? {
         withTable { t in
             for s in t.slots {
-                if let hit = s.device.decode(address, io: false) { return (s.device, hit.bar, hit.offset) }
+                if let d = s.device, let hit = d.decode(address, io: false) { return (d, hit.bar, hit.offset) }
             }
             return nil
         }
@@ -221,10 +270,10 @@ public final class PCIPlatform: @unchecked Sendable {
         hit.device.barWrite(hit.bar, offset: hit.offset, size: size, value: UInt64(value))
     }
 
-    public func decodeIO(_ port: UInt16) -> (device: IvshmemDevice, bar: Int, offset: UInt64)? {
+    public func decodeIO(_ port: UInt16) -> (device: any PCIFunction, bar: Int, offset: UInt64)? {
         withTable { t in
             for s in t.slots {
-                if let hit = s.device.decode(UInt64(port), io: true) { return (s.device, hit.bar, hit.offset) }
+                if let hit = s.function.decode(UInt64(port), io: true) { return (s.function, hit.bar, hit.offset) }
             }
             return nil
         }

@@ -1,4 +1,5 @@
 import IvshmemModel
+import IvshmemPlatform
 import IvshmemPosix
 import IvshmemSync
 import Testing
@@ -65,6 +66,44 @@ struct V1DeviceTests {
         #expect(d.configRead(offset: 0x04, size: 2) == 0 && d.configRead(offset: 0x42, size: 2) == 1)
         #expect(d.barRead(1, offset: 12, size: 4) == 1, "vector 0 masked again")
         #expect(d.barRead(1, offset: 0, size: 4) == 0)
+    }
+
+    @Test("V1-CFG-BAR-1, V1-CFG-BAR-2, V1-CFG-BAR-3, V1-IRQ-MSIX-1, V1-IRQ-INTX-1: the v1 device on the shared PCI platform: firmware finds 1af4:1110 and assigns its BARs, MMIO reaches IVPosition and the shared memory, events land in the platform's interrupt log")
+    func onThePlatform() throws {
+        let platform = PCIPlatform()
+        let d = try device(.doorbell, vectors: 2)
+        d.assignID(5)
+        let bdf = try BDF(device: 4)
+        try platform.add(d, at: bdf)
+        #expect(Firmware.enumerate(platform, vendor: 0x1AF4, device: 0x1110) == [bdf])
+        var firmware = Firmware()
+        let bars = firmware.assign(platform, bdf)
+        let bar0 = try #require(bars[0]), bar1 = try #require(bars[1]), bar2 = try #require(bars[2])
+        #expect(bar2 >= 1 << 32, "BAR2 is 64-bit prefetchable and lands above 4 GiB")
+        #expect(platform.mmioRead(bar0 + 0x08, size: 4) == 5, "IVPosition through the platform")
+        platform.mmioWrite(bar2 + 0x10, size: 4, value: 0xC0FFEE)
+        #expect(d.sharedMemory.loadState(peer: 4) == 0xC0FFEE, "BAR2 is the shared memory")
+        // MSI-X: program vector 1, enable; an event on it is a message in the platform's log.
+        platform.mmioWrite(bar1 + 16, size: 4, value: 0xFEE0_1000)
+        platform.mmioWrite(bar1 + 16 + 8, size: 4, value: 0x41)
+        platform.mmioWrite(bar1 + 16 + 12, size: 4, value: 0)
+        let cap = IvshmemV1Device.msixCapabilityOffset + MSIXControl.capabilityOffset
+        platform.configWrite(bdf, offset: cap, size: 2, value: UInt32(MSIXControl.enable.rawValue))
+        d.receiveEvent(vector: 1)
+        let r = try #require(platform.interrupts.wait(timeout: 10))
+        #expect(r.source == bdf && r.kind == .msix(vector: 1, address: 0xFEE0_1000, data: 0x41))
+        // Memory decode off: the BARs no longer answer.
+        platform.configWrite(bdf, offset: PCIConfig.command, size: 2, value: 0)
+        #expect(platform.mmioRead(bar0 + 0x08, size: 4) == 0xFFFF_FFFF)
+        // legacy-intx on the same platform: a rising INTx level is an INTA# record.
+        let legacy = try device(.legacyINTx)
+        let lbdf = try BDF(device: 5)
+        try platform.add(legacy, at: lbdf)
+        let before = platform.interrupts.count
+        legacy.writeRegister(0x00, 1)
+        legacy.receiveEvent(vector: 0)
+        let edge = try #require(platform.interrupts.wait(after: before, timeout: 10))
+        #expect(edge.source == lbdf && edge.kind == .intx(pin: 1))
     }
 
     @Test("V1-IRQ-INTX-1: legacy-intx: an event sets IntrStatus to 1; INTx follows IntrStatus AND IntrMask; reading IntrStatus deasserts")
