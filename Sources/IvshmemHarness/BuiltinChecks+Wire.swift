@@ -259,7 +259,12 @@ enum WireCheckSupport {
 
 extension BuiltinChecks {
     /// Built-in conformance checks for the wire requirements that scripts cannot express.
-    static let wireChecks: [BuiltinCheck] = wireMessageChecks + wireClientChecks + introductionChecks + peerChecks
+    /// Their leak checks count this process's descriptors (``WireCheckSupport/stableOpenCount()``).
+    static let wireChecks: [BuiltinCheck] = (wireMessageChecks + wireClientChecks + introductionChecks + peerChecks).map { c in
+        var c = c
+        c.countsProcessDescriptors = true
+        return c
+    }
 
     // MARK: - What the server puts on the wire
 

@@ -17,6 +17,9 @@ public struct BuiltinCheck: Sendable {
     public var name: String
     public var summary: String
     public var run: @Sendable (CheckContext) throws -> Void
+    /// The check compares this process's open descriptor count before and after (a leak
+    /// check): a case running it must have the process to itself (see ``CaseRun/exclusive``).
+    public var countsProcessDescriptors = false
 
     public init(name: String, summary: String, run: @escaping @Sendable (CheckContext) throws -> Void) {
         self.name = name

@@ -61,6 +61,11 @@ public struct ConformanceReport: Sendable {
         }
         let runs = results.filter { !$0.skipped }
         out += "\n\(requirements.count) requirements, \(requirements.count - uncovered.count) covered; \(runs.filter(\.passed).count) passed, \(failed.count) failed, \(results.filter(\.skipped).count) skipped case runs\n"
+        let skips = results.filter(\.skipped)
+        if !skips.isEmpty {
+            out += "skipped case runs:\n"
+            for r in skips { out += "  \(r.script): \(r.caseName) [\(r.profile)]: \(r.skipReason ?? "no reason recorded")\n" }
+        }
         if !uncovered.isEmpty { out += "without a case: \(uncovered.joined(separator: " "))\n" }
         for u in unknown { out += "unknown requirement \(u.id) named in \(u.script)\n" }
         return out
@@ -83,21 +88,14 @@ public enum Conformance {
         return out
     }
 
-    /// Parses every script and runs each case under each profile.
+    /// Parses every script and runs each case under each profile, `jobs` cases at a time.
     public static func run(directory: String, specText: String, profiles: [String] = Conformance.profiles, runner: ScriptRunner = ScriptRunner(),
-                           progress: (CaseResult) -> Void = { _ in }) throws -> ConformanceReport {
+                           jobs: Int = ScriptRunner.defaultJobs, progress: @escaping @Sendable (CaseResult, Int, Int) -> Void = { _, _, _ in }) throws -> ConformanceReport {
         let parsed = try scripts(in: directory).map { path in
             try ScriptParser.parse(String(decoding: try FileSystem.readFile(path), as: UTF8.self), path: path)
         }
-        var results: [CaseResult] = []
-        for s in parsed {
-            for p in profiles {
-                for r in runner.run(s, profile: p) {
-                    progress(r)
-                    results.append(r)
-                }
-            }
-        }
+        let runs = CaseRun.all(parsed, profiles: profiles)
+        let results = runner.run(runs, jobs: jobs) { r, done in progress(r, done, runs.count) }
         return ConformanceReport(requirements: RequirementCatalog.ids(inSpecText: specText), profiles: profiles, results: results)
     }
 }

@@ -1,9 +1,16 @@
 /// Renders case results for people (text), programs (JSON) and CI systems (JUnit XML).
 public enum Reports {
+    /// One line for a finished case: `PASS|FAIL|SKIP script: case [profile]`, with the reason
+    /// of a skip.
+    public static func line(_ r: CaseResult) -> String {
+        let status = r.skipped ? "SKIP" : r.passed ? "PASS" : "FAIL"
+        return "\(status) \(r.script): \(r.caseName) [\(r.profile)]" + (r.skipReason.map { ": \($0)" } ?? "") + "\n"
+    }
+
     public static func text(_ results: [CaseResult], verbose: Bool = false) -> String {
         var out = ""
         for r in results {
-            if r.skipped { if verbose { out += "SKIP \(r.script): \(r.caseName) [\(r.profile)]\n" }; continue }
+            if r.skipped { if verbose { out += line(r) }; continue }
             if let f = r.failure {
                 out += "FAIL \(r.script): \(r.caseName) [\(r.profile)]\n" + f.render(path: r.script)
             } else {
@@ -17,7 +24,7 @@ public enum Reports {
         let passed = results.filter(\.passed).count
         let failed = results.filter { $0.failure != nil }.count
         let skipped = results.filter(\.skipped).count
-        out += "\(passed) passed, \(failed) failed" + (skipped > 0 ? ", \(skipped) skipped" : "") + "\n"
+        out += "\(passed) passed, \(failed) failed" + (skipped > 0 ? ", \(skipped) skipped" + (verbose ? "" : " (--verbose lists them with the reason)") : "") + "\n"
         return out
     }
 
@@ -32,6 +39,7 @@ public enum Reports {
                 "\"seconds\":\(format6(r.duration))",
             ]
             f.append("\"findings\":[" + r.findingSummary.map { "{\"peer\":\(jsonString($0.peer)),\"requirement\":\(jsonString($0.requirement)),\"count\":\($0.count)}" }.joined(separator: ",") + "]")
+            if let reason = r.skipReason { f.append("\"skip_reason\":\(jsonString(reason))") }
             if let x = r.failure {
                 f.append("\"failure\":{\"line\":\(x.line),\"statement\":\(jsonString(x.statement)),\"expected\":\(jsonString(x.expected)),\"actual\":\(jsonString(x.actual))}")
             }
@@ -49,7 +57,7 @@ public enum Reports {
             for r in rs {
                 out += "    <testcase classname=\(xml(script)) name=\(xml("\(r.caseName) [\(r.profile)]")) time=\"\(format6(r.duration))\""
                 if r.skipped {
-                    out += "><skipped/></testcase>\n"
+                    out += "><skipped message=\(xml(r.skipReason ?? "skipped"))/></testcase>\n"
                 } else if let f = r.failure {
                     out += ">\n      <failure message=\(xml("line \(f.line): expected \(f.expected), got \(f.actual)"))>\(escape(f.render(path: r.script)))</failure>\n    </testcase>\n"
                 } else {

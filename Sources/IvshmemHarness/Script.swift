@@ -34,6 +34,14 @@ public struct Script: Sendable {
         /// `server` lines inside the case (before its first statement): settings for this case
         /// only, applied over the prelude's.
         public var server: [Statement] = []
+        /// The line of the case's `profiles` statement, if it has one.
+        public var profilesLine: Int?
+
+        /// Why the case does not run under `profile`, or nil when it does.
+        public func skipReason(profile: String) -> String? {
+            guard let only = profiles, !only.contains(profile) else { return nil }
+            return "runs only under \(only.joined(separator: ", ")) (profiles line \(profilesLine ?? line)), not \(profile)"
+        }
     }
 
     public struct Statement: Sendable {
@@ -220,6 +228,7 @@ public enum ScriptParser {
             case "profiles":
                 guard !cases.isEmpty else { throw fail(head, .outsideCase(statement: "profiles")) }
                 cases[cases.count - 1].profiles = tokens[(k + 1)...].map(\.text)
+                cases[cases.count - 1].profilesLine = lineNo
                 continue
             default: break
             }

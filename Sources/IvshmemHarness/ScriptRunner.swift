@@ -12,9 +12,14 @@ public struct CaseResult: Sendable {
     public var profile: String
     public var covers: [String]
     public var skipped: Bool
+    /// Why the case did not run (set whenever ``skipped`` is).
+    public var skipReason: String?
     public var failure: CaseFailure?
     public var duration: Double
     public var trace: [TraceEvent]
+    /// When the case's trace clock started (``Monotonic/now()``): a trace event happened at
+    /// `traceStart + event.time`.
+    public var traceStart: Double = 0
     public var passed: Bool { failure == nil && !skipped }
 
     /// Findings recorded during the case, per peer and requirement, in first-seen order.
@@ -60,6 +65,11 @@ public struct ScriptRunner: Sendable {
     public var strict = false
     public var defaultProfile: String
     public var traceTailLength = 12
+    /// Give up a `wait irq` as soon as nothing more can come — the embedded server has handled
+    /// every connection and every peer's event loop is idle — instead of waiting out its
+    /// timeout (`spec check`, where a change that breaks a case must not cost 5 s per wait).
+    /// Only with an embedded server: an external one may still be sending.
+    public var failFast = false
 
     public init(externalSocket: String? = nil, defaultProfile: String = "spec") {
         self.externalSocket = externalSocket
@@ -98,8 +108,9 @@ public struct ScriptRunner: Sendable {
     func run(_ c: Script.Case, of script: Script, profile: String) -> CaseResult {
         let start = Monotonic.now()
         var result = CaseResult(script: script.path, caseName: c.name, profile: profile, covers: c.covers, skipped: false, failure: nil, duration: 0, trace: [])
-        if let only = c.profiles, !only.contains(profile) {
+        if let reason = c.skipReason(profile: profile) {
             result.skipped = true
+            result.skipReason = reason
             return result
         }
         let harness: Harness
@@ -110,7 +121,9 @@ public struct ScriptRunner: Sendable {
             return result
         }
         defer { harness.close() }
+        result.traceStart = harness.trace.start
         var session = Session(harness: harness, profile: profile, tail: traceTailLength)
+        session.failFast = failFast && externalSocket == nil
         session.serverConfiguration = (try? serverConfiguration(script, case: c)) ?? ServerConfiguration()
         for st in c.statements where st.applies(to: profile) {
             do {
@@ -144,6 +157,10 @@ struct Session {
     var v1Peers: [String: V1ScriptPeer] = [:]
     var irqCursor: [String: Int] = [:]
     var findingCursor: [String: Int] = [:]
+    /// Each peer's interrupt counters when its last `wait irq` was satisfied: what became of the
+    /// events since then explains a wait that fails.
+    var statsCursor: [String: InterruptStatistics] = [:]
+    var failFast = false
 
     init(harness: Harness, profile: String, tail: Int) {
         self.harness = harness
@@ -238,6 +255,7 @@ struct Session {
             }
             irqCursor[name] = 0
             findingCursor[name] = 0
+            statsCursor[name] = peers[name]?.device.statistics
             try converge(st)
         case .leave:
             let p = try peer(st)
@@ -277,22 +295,27 @@ struct Session {
         case .waitIRQ(let vector, let timeout, let pin, let address, let data):
             let p = try peer(st)
             let cursor = irqCursor[p.name] ?? 0
-            let found: InterruptRecord?
-            if let pin {
-                found = p.platform.interrupts.wait(after: cursor, timeout: timeout) { r in
+            let found = awaitInterrupt(p, after: cursor, timeout: timeout) { r in
+                if let pin {
                     if case .intx(let q) = r.kind { return q == pin }
                     return false
                 }
-            } else {
-                found = p.waitForInterrupt(vector: vector, after: cursor, timeout: timeout)
+                guard let vector else { return true }
+                if case .msix(let v, _, _) = r.kind { return v == vector }
+                return vector == 0
             }
-            guard let r = found else {
+            guard let r = found.record else {
                 let seen = p.platform.interrupts.since(cursor).map(\.description)
                 let what = pin.map { " on INTx pin \($0)" } ?? vector.map { " on vector \($0)" } ?? ""
+                let fate = InterruptDiagnosis.explain(p, vector: vector, since: statsCursor[p.name] ?? InterruptStatistics())
+                if let fate { harness.trace.record(p.name, .interrupt, detail: fate.text, requirement: fate.requirement) }
+                let waited = found.idle ? "nothing more could come (server and peers idle)" : "waited \(timeout) s"
                 throw fail(st, expected: "an interrupt\(what) within \(timeout) s",
-                           actual: seen.isEmpty ? "none" : "only: " + seen.joined(separator: "; "))
+                           actual: (seen.isEmpty ? "none" : "only: " + seen.joined(separator: "; ")) + " — " + waited
+                               + (fate.map { "; \($0.text) (\($0.requirement))" } ?? ""))
             }
             irqCursor[p.name] = r.sequence + 1
+            statsCursor[p.name] = p.device.statistics
             if address != nil || data != nil {
                 guard case .msix(_, let a, let d) = r.kind, address.map({ $0 == a }) ?? true, data.map({ $0 == UInt64(d) }) ?? true else {
                     throw fail(st, expected: "an MSI-X message" + (data.map { " of data 0x\(String($0, radix: 16))" } ?? "") + (address.map { " to 0x\(String($0, radix: 16))" } ?? ""),

@@ -43,7 +43,8 @@ func format6(_ t: Double) -> String {
 /// that loops or a peer that floods costs bounded memory); ``dropped`` counts the rest.
 public final class TraceRecorder: Sendable {
     public static let defaultCapacity = 200_000
-    private let start = Monotonic.now()
+    /// When the recorder started (``Monotonic/now()``): event times count from here.
+    public let start = Monotonic.now()
     private let events: Locked<BoundedLog<TraceEvent>>
 
     public init(capacity: Int = TraceRecorder.defaultCapacity) {
@@ -63,8 +64,19 @@ public final class TraceRecorder: Sendable {
     public var dropped: Int { events.withLock { $0.dropped } }
 
     /// One event as a JSON line (with the newline).
-    public static func line(_ e: TraceEvent) -> String {
-        var fields = ["\"time\":\(format6(e.time))", "\"peer\":\(jsonString(e.peer))", "\"kind\":\"\(e.kind.rawValue)\""]
+    public static func line(_ e: TraceEvent) -> String { line(e, context: []) }
+
+    /// One event of a case as a JSON line with the case's `file`, `case` and `profile`, its
+    /// `time` counted from `runStart` (``Monotonic/now()`` when the run began), so the records
+    /// of a whole run share one clock.
+    public static func line(_ e: TraceEvent, of result: CaseResult, since runStart: Double) -> String {
+        var e = e
+        e.time += result.traceStart - runStart
+        return line(e, context: ["\"file\":\(jsonString(result.script))", "\"case\":\(jsonString(result.caseName))", "\"profile\":\(jsonString(result.profile))"])
+    }
+
+    static func line(_ e: TraceEvent, context: [String]) -> String {
+        var fields = ["\"time\":\(format6(e.time))"] + context + ["\"peer\":\(jsonString(e.peer))", "\"kind\":\"\(e.kind.rawValue)\""]
         if let a = e.address { fields.append("\"address\":\(a)") }
         if let s = e.size { fields.append("\"size\":\(s)") }
         if let v = e.value { fields.append("\"value\":\(v)") }

@@ -65,6 +65,8 @@ public final class ServerLink: @unchecked Sendable {
         /// Eventfds per peer in vector order; the own ID's are this device's interrupt sources.
         var peers: [UInt32: [PeerVector]] = [:]
         var linkUp = true
+        /// close() ran on the loop thread (from a handler): the loop releases the descriptors.
+        var releaseLeftToLoop = false
         var events = BoundedLog<LinkEvent>(capacity: ServerLink.eventCapacity)
         var handler: (@Sendable (LinkEvent) -> Void)?
         var reader = MessageReader()
@@ -193,6 +195,7 @@ public final class ServerLink: @unchecked Sendable {
         if let t = thread, t.isCurrent {
             // Called from an interrupt or link-event handler on the loop thread: the loop
             // releases everything when it returns, after this handler.
+            state.withLock { $0.releaseLeftToLoop = true }
             return
         }
         thread?.join()
@@ -309,8 +312,11 @@ public final class ServerLink: @unchecked Sendable {
 
     private func runLoop() {
         defer {
-            // close() called from a handler on this thread left the teardown to us.
-            if isClosed, thread?.isCurrent == true { releaseResources() }
+            // close() called from a handler on this thread left the teardown to us (and only
+            // then: a close() from another thread releases after joining this one — releasing
+            // here too closed every descriptor twice, and under concurrent links the second
+            // close hit descriptors other links had been given meanwhile).
+            if state.withLock({ $0.releaseLeftToLoop }) { releaseResources() }
         }
         while !isClosed {
             if case .spinThenBlock(let us) = waitMode {

@@ -48,6 +48,11 @@ public struct FileDescriptor: RawRepresentable, Hashable, Sendable, CustomString
         return FileDescriptor(rawValue: fd)
     }
 
+    /// `dup2(2)`: makes `target` (e.g. standard error) refer to this descriptor's open file.
+    public func duplicate(onto target: FileDescriptor) throws {
+        _ = try retryingSystemCall("dup2", detail: "\(description) onto \(target.rawValue)") { dup2(rawValue, target.rawValue) }
+    }
+
     // MARK: Reading and writing
 
     /// Reads at most `buffer.count` bytes; retries on EINTR. Returns 0 at end of file.
@@ -94,6 +99,10 @@ public struct FileDescriptor: RawRepresentable, Hashable, Sendable, CustomString
 
     /// Sets or clears `O_NONBLOCK`. The flag belongs to the open file description, so every
     /// process holding a copy of this descriptor sees the change.
+    /// True when the descriptor is a terminal (isatty(3)): progress lines and prompts are for
+    /// a person, pipes and files get only the records.
+    public var isTerminal: Bool { Glibc.isatty(rawValue) == 1 }
+
     public func setNonBlocking(_ on: Bool) throws {
         let flags = try retryingSystemCall("fcntl(F_GETFL)", detail: description) { fcntl(rawValue, F_GETFL) }
         let wanted = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK

@@ -17,8 +17,8 @@ extension LineProcess {
     }
 
     /// A command-line error naming this child, with its stderr.
-    func failure(_ what: String) -> ValidationError {
+    func failure(_ what: String) -> ToolFailure {
         let err = drainStandardError()
-        return ValidationError("\(name) \(what)" + (err.isEmpty ? "" : "; its stderr:\n" + err))
+        return ToolFailure("\(name) \(what)" + (err.isEmpty ? "" : "; its stderr:\n" + err))
     }
 }

@@ -8,36 +8,56 @@ struct ConformanceCommand: ParsableCommand {
         commandName: "conformance",
         abstract: "Run the conformance suite for each profile and print requirement coverage.",
         discussion: """
-            Runs every script under --dir for each profile and prints a matrix:
-            requirement, number of cases, and per profile pass / FAIL / skip / - (no
-            case). Fails when a case fails, a requirement of the spec has no case, or a
-            case names an unknown requirement.
+            Runs every script under --dir for each profile, --jobs cases at a time, and prints
+            a matrix: requirement, number of cases, and per profile pass / FAIL / skip / - (no
+            case), then every skipped case with the reason. On a terminal a progress line
+            shows on stderr. Exit status 1 when a case fails, a requirement of the spec has
+            no case, or a case names an unknown requirement; 0 otherwise. Without --dir and
+            --spec the suite is looked up in the current directory, then where ivshmem2 is
+            installed (PREFIX/share/ivshmem2).
             """)
 
-    @Option(help: "Directory of conformance scripts.") var dir: String = "fixtures/conformance"
-    @Option(help: "The spec whose requirement IDs must be covered.") var spec: String = "spec/ivshmem2.md"
+    @Option(help: "Directory of conformance scripts (default: fixtures/conformance).") var dir: String?
+    @Option(help: "The spec whose requirement IDs must be covered (default: spec/ivshmem2.md).") var spec: String?
     @Option(name: .customLong("profile"), help: "Profiles to run (repeatable; default all three).") var profiles: [String] = []
     @Option(help: "Write JUnit XML results here.") var junit: String?
     @Flag(help: "Print results as JSON instead of the matrix.") var json = false
-    @Flag(help: "Print a line per case as it finishes.") var verbose = false
+    @Flag(help: "Print a line per case as it finishes (skipped cases with their reason).") var verbose = false
+    @Option(name: [.customShort("j"), .long], help: "Cases run at once.") var jobs: Int = ScriptRunner.defaultJobs
+    @OptionGroup var logging: LoggingOptions
+
+    func validate() throws {
+        guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
+    }
 
     func run() throws {
         try Signals.ignoreBrokenPipe()
+        logging.apply()
+        let dir = try self.dir ?? InstalledData.path("fixtures/conformance", option: "--dir")
+        let spec = try self.spec ?? InstalledData.path("spec/ivshmem2.md", option: "--spec")
         let specText: String
         do { specText = String(decoding: try FileSystem.readFile(spec), as: UTF8.self) } catch {
-            throw ValidationError("cannot read the spec at \(spec): \(error) (run from the repository root or pass --spec)")
+            throw ToolFailure("conformance: cannot read the spec at \(spec): \(error)")
         }
+        let progress = ProgressLine(quiet: logging.quiet)
+        let verbose = self.verbose
         let report: ConformanceReport
         do {
-            report = try Conformance.run(directory: dir, specText: specText, profiles: profiles.isEmpty ? Conformance.profiles : profiles) { r in
+            report = try Conformance.run(directory: dir, specText: specText, profiles: profiles.isEmpty ? Conformance.profiles : profiles, jobs: jobs) { r, done, total in
                 if verbose || r.failure != nil {
-                    writeStderr("\(r.skipped ? "SKIP" : r.passed ? "PASS" : "FAIL") \(r.script): \(r.caseName) [\(r.profile)]\n")
-                    if let f = r.failure { writeStderr(f.render(path: r.script)) }
+                    progress.print(Reports.line(r))
+                    if let f = r.failure { progress.print(f.render(path: r.script)) }
                 }
+                progress.update(done: done, total: total, failed: r.failure != nil, label: "\(r.script) [\(r.profile)]")
             }
         } catch let e as ScriptError {
-            throw ValidationError(e.description)
+            progress.finish()
+            throw ToolFailure("conformance: \(e.description)", status: ExitStatusCode.badInput)
+        } catch {
+            progress.finish()
+            throw ToolFailure("conformance: cannot read the scripts under \(dir): \(error)")
         }
+        progress.finish()
         writeStdout(json ? Reports.json(report.results) : report.matrix())
         if let junit { try FileSystem.writeFile(junit, bytes: Array(Reports.junit(report.results).utf8)) }
         if !report.ok { throw ExitCode(1) }

@@ -62,7 +62,7 @@ struct DemoCommand: ParsableCommand {
         section(children, "B leaves: A sees PEER_GONE, vector 0, and B's state entry zeroed\n")
         try b.say("quit", echo: say)
         let bStatus = try b.finish(timeout: timeout)
-        guard bStatus.isSuccess else { throw ValidationError("peer B exited with \(bStatus)") }
+        guard bStatus.isSuccess else { throw ToolFailure("peer B exited with \(bStatus)") }
         try a.expect("left: peer 1", timeout: timeout)
         try a.expect("irq: vector 0", timeout: timeout)
         try a.say("dump", echo: say)
@@ -73,10 +73,10 @@ struct DemoCommand: ParsableCommand {
         section(children, "A leaves, server stops\n")
         try a.say("quit", echo: say)
         let aStatus = try a.finish(timeout: timeout)
-        guard aStatus.isSuccess else { throw ValidationError("peer A exited with \(aStatus)") }
+        guard aStatus.isSuccess else { throw ToolFailure("peer A exited with \(aStatus)") }
         let sStatus = try server.finish(signal: SIGTERM, timeout: timeout)
         children.removeAll()
-        guard sStatus.isSuccess else { throw ValidationError("server exited with \(sStatus)") }
+        guard sStatus.isSuccess else { throw ToolFailure("server exited with \(sStatus)") }
         section(children, "demo complete: state changes, doorbells both ways, departure seen\n")
     }
 

@@ -37,9 +37,9 @@ struct DeviceOptions: ParsableArguments {
             let fabric = try LocalFabric(template: config)
             return try fabric.addDevice(id: config.id)
         } catch let e as DeviceConfigurationError {
-            throw ValidationError(e.description)
+            throw ToolFailure(e.description)
         } catch let e as SpecError {
-            throw ValidationError(e.description)
+            throw ToolFailure(e.description)
         }
     }
 }

@@ -38,17 +38,18 @@ struct PeerCommand: ParsableCommand {
     @Option(name: [.customShort("S"), .long], help: "Server socket path.") var socket: String = "/tmp/ivshmem_socket"
     @Option(help: "Behaviour profile: spec, jailhouse or qemu-rfc.") var profile: String = "spec"
     @Option(name: .customLong("spin-us"), help: "Spin this many microseconds before sleeping (0: block).") var spinMicroseconds: Int = 0
-    @Flag(help: "Do not print a prompt (it is printed only when stdin is a terminal anyway).") var quiet = false
     @Flag(help: "Attach an ivshmem v1 device (1af4:1110) to a v1 server (ivshmem2 server-v1, QEMU's ivshmem-server).") var v1 = false
     @Option(help: "With --v1: the device's vectors (QEMU's 'vectors'; the server's -n).") var vectors: Int = 1
+    @OptionGroup var logging: LoggingOptions
 
     func run() throws {
         try Signals.ignoreBrokenPipe()
+        logging.apply()
         if v1 { return try runV1() }
         let options = AttachOptions(profile: profile, waitMode: spinMicroseconds > 0 ? .spinThenBlock(microseconds: spinMicroseconds) : .blocking)
         let link: AttachedDevice
         do { link = try AttachedDevice.attach(socketPath: socket, options: options) } catch {
-            throw ValidationError("\(error)")
+            throw ToolFailure("peer: cannot attach to the server at \(socket): \(error)")
         }
         defer { link.close() }
         let session = try PeerSession(link: link)
@@ -60,7 +61,7 @@ struct PeerCommand: ParsableCommand {
     /// prompt is for a person at a terminal; piped input gets only the records.
     func commandLoop(prompt: String, _ execute: (String) throws -> Bool) throws {
         var reader = LineReader(fd: .standardInput)
-        let showPrompt = !quiet && isatty(0) == 1
+        let showPrompt = !logging.quiet && FileDescriptor.standardInput.isTerminal
         while true {
             if showPrompt { writeStdout(prompt) }
             guard let line = try reader.next() else { break }

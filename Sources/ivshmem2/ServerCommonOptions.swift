@@ -44,6 +44,12 @@ struct ServerCommonOptions: ParsableArguments {
     @Option(name: .customLong("ready-fd"), help: .hidden)
     var readyFD: Int32?
 
+    @Option(name: .customLong("log-file"),
+            help: "Without -F: where the detached server's log goes (default: discarded; start-up errors still show on the terminal).")
+    var logFile: String?
+
+    @OptionGroup var logging: LoggingOptions
+
     /// Puts the socket, backing (`defaultBacking` when none is chosen), mode and queue bound
     /// into `config`.
     func apply(to config: inout ServerConfiguration, defaultBacking: SharedMemoryBacking) throws {
@@ -72,6 +78,6 @@ struct ServerCommonOptions: ParsableArguments {
 
     /// How to start the server these options describe.
     func launcher(name: String) -> ServerLauncher {
-        ServerLauncher(name: name, verbose: verbose, foreground: foreground, pidFile: pidFile, readyFD: readyFD)
+        ServerLauncher(name: name, level: logging.level(default: verbose ? .debug : .info), foreground: foreground, pidFile: pidFile, readyFD: readyFD, logFile: logFile)
     }
 }

@@ -12,11 +12,14 @@ import Glibc
 struct ServerLauncher {
     /// The command's name for error messages.
     var name: String
-    var verbose: Bool
+    /// The least severe log record shown (-v, --log-level, -q).
+    var level: Logger.Level
     var foreground: Bool
     var pidFile: String
     /// Set by the detaching parent: the child writes "ok" here once it listens.
     var readyFD: Int32?
+    /// Where a detached server's log goes (nil: nowhere).
+    var logFile: String?
 
     func launch(_ config: ServerConfiguration) throws {
         // A parent (a test runner's thread) may have left signals blocked.
@@ -25,7 +28,19 @@ struct ServerLauncher {
             try detach()
             return
         }
-        let level: Logger.Level = verbose ? .debug : .info
+        // Detached (started by detach(), which passes --ready-fd): from the start, the log goes
+        // to --log-file or nowhere, never to the terminal that started us; only a start-up
+        // failure is also told there (the parent is waiting for it).
+        var terminal: FileDescriptor?
+        if readyFD != nil {
+            terminal = try? FileDescriptor.standardError.duplicate()
+            do { try redirectOutput(to: logFile ?? "/dev/null") } catch {
+                writeStderr("\(name): cannot open the log file \(logFile ?? "/dev/null"): \(error)\n")
+                throw ExitCode(1)
+            }
+        }
+        defer { terminal?.closeQuietly() }
+        let level = self.level
         LoggingSystem.bootstrap { label in StderrLogHandler(label: label, logLevel: level) }
         var logger = Logger(label: config.dialect == .v1 ? "ivshmem2.server-v1" : "ivshmem2.server")
         logger.logLevel = level
@@ -43,6 +58,7 @@ struct ServerLauncher {
             server = try IvshmemServer(configuration: config, logger: logger)
         } catch {
             writeStderr("\(name): cannot start: \(error)\n")
+            try? terminal?.writeAll("\(name): cannot start: \(error)\n")
             throw ExitCode(1)
         }
         try server.installTerminationSignalHandler()
@@ -50,6 +66,8 @@ struct ServerLauncher {
             let fd = FileDescriptor(rawValue: readyFD)
             try? fd.writeAll("ok\n")
             fd.closeQuietly()
+            terminal?.closeQuietly()
+            terminal = nil
         }
         do {
             try server.run()
@@ -59,9 +77,18 @@ struct ServerLauncher {
         }
     }
 
+    /// Points stdout and stderr at `path` (appending).
+    private func redirectOutput(to path: String) throws {
+        let log = try FileDescriptor.open(path, flags: O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, mode: 0o600)
+        defer { log.closeQuietly() }
+        try log.duplicate(onto: .standardOutput)
+        try log.duplicate(onto: .standardError)
+    }
+
     /// Without -F: start this same program again with -F in a new session (no fork() in a
     /// Swift process), wait until it listens, then write its pid to the pid file and return.
-    /// The child keeps our stdout/stderr (as the reference's daemon does), stdin is /dev/null.
+    /// The child reports start-up errors on our stderr; its log goes to --log-file (or
+    /// nowhere), never to our terminal. Its stdin is /dev/null.
     private func detach() throws {
         let executable = try SpawnedProcess.currentExecutablePath()
         let (readEnd, writeEnd) = try SpawnedProcess.makePipe()

@@ -21,9 +21,29 @@ struct Ivshmem2: ParsableCommand {
               ivshmem2 conformance
               ivshmem2 simulate --peers 64 --scenario storm
               ivshmem2 spec check --spec fixtures/spec-changes/base-address-in-spec
+
+            Exit status: 0 success, 1 failure (a case failed, a file or server could not be
+            used), 64 usage error (only then is the usage printed); `run` also uses 65 when a
+            script cannot be read or parsed and 5 when every case was skipped.
             """,
+        version: ToolVersion.string,
         subcommands: Ivshmem2.allSubcommands
     )
 }
 
-Ivshmem2.main()
+/// Runs the command line: usage errors (and --help, --version) the ArgumentParser way, a
+/// ``ToolFailure`` as one message line and its status, without the usage text.
+func runTool() -> Never {
+    do {
+        var command = try Ivshmem2.parseAsRoot()
+        try command.run()
+        Ivshmem2.exit()
+    } catch let failure as ToolFailure {
+        writeStderr("ivshmem2: \(failure.message)\n")
+        Ivshmem2.exit(withError: ExitCode(failure.status))
+    } catch {
+        Ivshmem2.exit(withError: error)
+    }
+}
+
+runTool()
