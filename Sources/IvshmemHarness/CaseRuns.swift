@@ -1,5 +1,3 @@
-import IvshmemSync
-
 /// One case of one script under one profile: what the runners schedule.
 public struct CaseRun: Sendable {
     public var script: Script
@@ -39,42 +37,9 @@ extension ScriptRunner {
     /// never overlap).
     public func run(_ runs: [CaseRun], jobs: Int = ScriptRunner.defaultJobs,
                     finished: @escaping @Sendable (CaseResult, Int) -> Void = { _, _ in }) -> [CaseResult] {
-        struct Progress {
-            var next = 0
-            var done = 0
-            var results: [CaseResult?]
-        }
-        let progress = Locked(Progress(results: Array(repeating: nil, count: runs.count)))
         let runner = self
-        // Shared runs first, then the exclusive ones: `order` holds indices into `runs`.
-        let exclusive = runs.map(\.exclusive)
-        let order = runs.indices.filter { !exclusive[$0] } + runs.indices.filter { exclusive[$0] }
-        let shared = exclusive.filter { !$0 }.count
-        let work: @Sendable (Int) -> Void = { end in
-            while true {
-                let i: Int? = progress.withLock { p in
-                    guard p.next < end else { return nil }
-                    defer { p.next += 1 }
-                    return order[p.next]
-                }
-                guard let i else { return }
-                let run = runs[i]
-                let r = runner.run(run.script.cases[run.caseIndex], of: run.script, profile: run.profile)
-                progress.withLock { p in
-                    p.results[i] = r
-                    p.done += 1
-                    finished(r, p.done)
-                }
-            }
-        }
-        let width = externalSocket == nil ? max(1, min(jobs, shared)) : 1
-        if width == 1 {
-            work(shared)
-        } else {
-            let threads = (0..<width).map { _ in CheckThread { work(shared) } }
-            for t in threads { t.join() }
-        }
-        work(runs.count)
-        return progress.withLock { p in p.results.map { $0! } }
+        return ParallelWork.map(runs.count, width: externalSocket == nil ? jobs : 1, exclusive: { runs[$0].exclusive }, { i in
+            runner.run(runs[i].script.cases[runs[i].caseIndex], of: runs[i].script, profile: runs[i].profile)
+        }, finished: { _, r, done in finished(r, done) })
     }
 }

@@ -1,4 +1,5 @@
 import IvshmemModel
+import IvshmemPosix
 import IvshmemSpec
 
 /// `spec check`: what a modified copy of the spec tables changes — config-space bytes per
@@ -25,6 +26,23 @@ public struct SpecCheckReport: Sendable {
     public var byteChanges: [ByteChange]
     public var outcomeChanges: [OutcomeChange]
     public var casesCompared: Int
+    /// Case runs the change cannot affect, so not run (see ``SpecCheck/affects(_:changedProfiles:)``).
+    public var casesUnaffected = 0
+    /// Seconds the check took.
+    public var seconds = 0.0
+
+    /// Whether anything differs: a byte, an outcome, or a variant that no longer builds
+    /// (`spec check` exits 1 then, as `git diff --exit-code` does).
+    public var changed: Bool { !byteChanges.isEmpty || !outcomeChanges.isEmpty || !unbuildable.isEmpty }
+
+    /// One line with the counts.
+    public var summary: String {
+        let variants = Set(byteChanges.map(\.variant)).count
+        return "\(byteChanges.count) config-space byte(s) changed in \(variants) variant(s)"
+            + (unbuildable.isEmpty ? "" : ", \(unbuildable.count) variant(s) no longer build")
+            + "; \(outcomeChanges.count) of \(casesCompared) case run(s) changed outcome"
+            + (casesUnaffected > 0 ? " (\(casesUnaffected) not affected by the change, not run)" : "")
+    }
 
     public func render() -> String {
         var out = "== config space (modified vs stock)\n"
@@ -84,9 +102,37 @@ public enum SpecCheck {
         return (image, try ConfigSpace(layout: d.layout, tables: tables))
     }
 
-    /// Compares config space under both table sets, then runs `scripts` under both and lists the
-    /// cases whose outcome differs.
-    public static func run(modified: SpecTables, stock: SpecTables = .builtIn, scripts: [Script], profiles: [String]) throws -> SpecCheckReport {
+    /// The profiles a change of the tables can affect: nil when a table other than
+    /// profiles.json differs (every profile), else the profiles whose entry differs.
+    public static func changedProfiles(_ modified: SpecTables, _ stock: SpecTables) -> Set<String>? {
+        var a = modified, b = stock
+        a.profiles = [:]
+        b.profiles = [:]
+        guard a == b else { return nil }
+        return Set(modified.profiles.keys).union(stock.profiles.keys).filter { modified.profiles[$0] != stock.profiles[$0] }
+    }
+
+    /// Whether the tables can change `run`'s outcome: only cases that build a device from them
+    /// (a `join` under the run's profile) can, and with only profiles.json changed only when
+    /// the run's profile, or a profile a `join` names, is one that changed. (Built-in checks
+    /// build their devices from the built-in tables.)
+    public static func affects(_ run: CaseRun, changedProfiles: Set<String>?) -> Bool {
+        let joins = run.script.cases[run.caseIndex].statements.compactMap { st -> String? in
+            guard st.applies(to: run.profile), case .join(_, let options) = st.command else { return nil }
+            return options["profile"] ?? run.profile
+        }
+        guard !joins.isEmpty else { return false }
+        guard let changed = changedProfiles else { return true }
+        return joins.contains { changed.contains($0) }
+    }
+
+    /// Compares config space under both table sets, then runs the case runs of `scripts` the
+    /// change can affect under both — `jobs` at a time, giving up a wait as soon as nothing
+    /// more can come (``ScriptRunner/failFast``) — and lists the runs whose outcome differs.
+    /// `progress(done, total)` follows the case runs.
+    public static func run(modified: SpecTables, stock: SpecTables = .builtIn, scripts: [Script], profiles: [String],
+                           jobs: Int = ScriptRunner.defaultJobs, progress: @escaping @Sendable (Int, Int) -> Void = { _, _ in }) throws -> SpecCheckReport {
+        let start = Monotonic.now()
         var unbuildable: [(String, String)] = []
         var changes: [SpecCheckReport.ByteChange] = []
         let stockVariants = Dictionary(variants(stock).map { ($0.name, $0.config) }, uniquingKeysWith: { a, _ in a })
@@ -105,30 +151,34 @@ public enum SpecCheck {
                 changes.append(.init(variant: name, offset: i, stock: before[i], modified: after[i], register: reg))
             }
         }
-        // Bail out of the rest for variants that a profile can't build in the stock tables either.
-        unbuildable = unbuildable.filter { u in (try? configImage(stockVariants[u.0]!, tables: stock)) != nil }
 
         var stockRunner = ScriptRunner()
         stockRunner.tables = stock
-        var modifiedRunner = ScriptRunner()
+        stockRunner.failFast = true
+        var modifiedRunner = stockRunner
         modifiedRunner.tables = modified
+        let runners = [stockRunner, modifiedRunner]
+        let changed = changedProfiles(modified, stock)
+        let all = CaseRun.all(scripts, profiles: profiles)
+        let runs = all.filter { affects($0, changedProfiles: changed) }
+        // Item 2k is run k under the stock tables, 2k+1 under the modified ones.
+        let results = ParallelWork.map(runs.count * 2, width: jobs, exclusive: { runs[$0 / 2].exclusive }, { i in
+            let r = runs[i / 2]
+            return runners[i % 2].run(r.script.cases[r.caseIndex], of: r.script, profile: r.profile)
+        }, finished: { _, _, done in progress(done, runs.count * 2) })
         var outcomes: [SpecCheckReport.OutcomeChange] = []
-        var compared = 0
-        for s in scripts {
-            for p in profiles {
-                let a = stockRunner.run(s, profile: p)
-                let b = modifiedRunner.run(s, profile: p)
-                for (x, y) in zip(a, b) {
-                    compared += 1
-                    let sx = status(x), sy = status(y)
-                    if sx != sy {
-                        outcomes.append(.init(script: s.path, caseName: x.caseName, profile: p, stock: sx, modified: sy,
-                                              detail: y.failure.map { "line \($0.line): \($0.statement) — expected \($0.expected), got \($0.actual)" }))
-                    }
-                }
+        for (k, r) in runs.enumerated() {
+            let x = results[2 * k], y = results[2 * k + 1]
+            let sx = status(x), sy = status(y)
+            if sx != sy {
+                outcomes.append(.init(script: r.script.path, caseName: x.caseName, profile: r.profile, stock: sx, modified: sy,
+                                      detail: y.failure.map { "line \($0.line): \($0.statement) — expected \($0.expected), got \($0.actual)" }))
             }
         }
-        return SpecCheckReport(unbuildable: unbuildable, byteChanges: changes, outcomeChanges: outcomes, casesCompared: compared)
+        var report = SpecCheckReport(unbuildable: unbuildable, byteChanges: changes, outcomeChanges: outcomes, casesCompared: runs.count)
+        report.casesUnaffected = all.count - runs.count
+        report.seconds = Monotonic.now() - start
+        return report
     }
 
     static func status(_ r: CaseResult) -> String { r.skipped ? "skip" : r.passed ? "pass" : "FAIL" }

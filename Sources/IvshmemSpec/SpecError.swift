@@ -20,6 +20,8 @@ public enum SpecError: Error, Equatable, CustomStringConvertible {
         if case .inFile(_, let inner) = self { return inner.withoutFile }
         return self
     }
+    /// A file in a spec-change directory that is not one of the table files.
+    case unexpectedFile(String, known: [String])
 
     public var description: String {
         switch self {
@@ -36,6 +38,8 @@ public enum SpecError: Error, Equatable, CustomStringConvertible {
         case .inFile(let file, let inner):
             if case .inFile = inner { return inner.description }
             return "\(file): \(inner)"
+        case .unexpectedFile(let f, let known):
+            return "\(f) is not a spec table (the tables are \(known.joined(separator: ", ")); notes may be *.txt or *.md)"
         }
     }
 }

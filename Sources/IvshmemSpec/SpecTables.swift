@@ -38,18 +38,23 @@ public struct SpecTables: Sendable, Equatable {
         }
     }()
 
-    /// Parses the tables from file contents keyed by file name.
-    public init(files: [String: String]) throws {
+    /// Parses the tables from file contents keyed by file name; errors name the file by its
+    /// entry in `paths` when it has one (where it was read from).
+    public init(files: [String: String], paths: [String: String] = [:]) throws {
         func data(_ name: String) throws -> Data {
             guard let text = files[name] else { throw SpecError.missingFile(name) }
             return Data(text.utf8)
         }
         func decode<T: Decodable>(_ type: T.Type, _ name: String) throws -> T {
+            let file = paths[name] ?? name
             do { return try JSONDecoder().decode(type, from: try data(name)) } catch let e as SpecError {
                 if case .missingFile = e { throw e }
                 throw SpecError.inFile(name, e)
             } catch {
-                throw SpecError.malformed(file: name, detail: "\(error)")
+                if let problem = JSONSyntax.firstProblem(in: files[name] ?? "") {
+                    throw SpecError.malformed(file: file, detail: "not valid JSON: \(problem)")
+                }
+                throw SpecError.malformed(file: file, detail: Self.describe(error))
             }
         }
         let h = try decode(FieldList.self, "config-header.json")
@@ -116,21 +121,53 @@ public struct SpecTables: Sendable, Equatable {
 
     /// Reads the tables in `directory` over the built-in ones: a file the directory lacks is
     /// taken from the built-in set, so a spec change needs only the files it edits.
+    ///
+    /// Every other file in the directory is an error naming it (a misspelt table would
+    /// otherwise be ignored silently), except notes: `*.txt`, `*.md` and hidden files.
     public init(overlaying directory: String) throws {
+        let overlay = try Self.overlayFiles(directory)
+        try self.init(files: overlay.files, paths: overlay.paths)
+    }
+
+    /// The file contents of a spec-change directory over the built-in ones, and the path of
+    /// each file read from the directory (see ``init(overlaying:)``).
+    public static func overlayFiles(_ directory: String) throws -> (files: [String: String], paths: [String: String]) {
         var files = EmbeddedTables.files
-        var found = 0
-        for name in Self.fileNames {
+        var paths: [String: String] = [:]
+        let names: [String]
+        do { names = try FileManager.default.contentsOfDirectory(atPath: directory) } catch {
+            throw SpecError.missingFile("\(directory) (cannot list it: \(error))")
+        }
+        for name in names.sorted() where !fileNames.contains(name) {
+            if name.hasPrefix(".") || name.hasSuffix(".txt") || name.hasSuffix(".md") { continue }
+            throw SpecError.unexpectedFile(directory + "/" + name, known: fileNames)
+        }
+        for name in fileNames {
             let path = directory + "/" + name
             if let d = FileManager.default.contents(atPath: path) {
                 guard let text = String(data: d, encoding: .utf8) else { throw SpecError.malformed(file: path, detail: "not UTF-8") }
                 files[name] = text
-                found += 1
+                paths[name] = path
             }
         }
-        guard found > 0 else {
+        guard !paths.isEmpty else {
             throw SpecError.missingFile("\(directory)/{\(Self.fileNames.joined(separator: ","))} (none of the table files is there)")
         }
-        try self.init(files: files)
+        return (files, paths)
+    }
+
+    /// A decoding error in table terms: where (the JSON path) and what.
+    static func describe(_ error: any Error) -> String {
+        func path(_ keys: [any CodingKey]) -> String {
+            keys.map { k in k.intValue.map { "[\($0)]" } ?? "." + k.stringValue }.joined().drop { $0 == "." }.description
+        }
+        guard let e = error as? DecodingError else { return "\(error)" }
+        switch e {
+        case .keyNotFound(let key, let c): return "\(path(c.codingPath + [key])): missing"
+        case .typeMismatch(_, let c), .valueNotFound(_, let c), .dataCorrupted(let c):
+            return "\(path(c.codingPath).isEmpty ? "top level" : path(c.codingPath)): \(c.debugDescription)"
+        @unknown default: return "\(error)"
+        }
     }
 
     /// Every requirement ID the tables cite.
