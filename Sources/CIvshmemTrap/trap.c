@@ -360,15 +360,23 @@ static void segv_handler(int sig, siginfo_t *info, void *ucontext) {
     const uint8_t *rip = (const uint8_t *)g[REG_RIP];
     ivs_insn in;
     if (!ivs_decode(rip, &in)) {
-        char msg[160];
+        /* Stop here, cleanly: passing the fault on would end in a crash report of the
+         * runtime (a long backtrace) that hides what happened. */
+        char name[48], msg[600];
+        ivs_mnemonic(rip, name, sizeof name);
         snprintf(msg, sizeof msg,
-                 "libivshmem2: unsupported instruction %02x %02x %02x %02x at %p accessing trapped window address %p\n",
-                 rip[0], rip[1], rip[2], rip[3], (void *)rip, (void *)addr);
+                 "libivshmem2: unsupported instruction '%s' (bytes %02x %02x %02x %02x %02x %02x) at code address %p,\n"
+                 "  accessing %p = physical 0x%llx (offset 0x%lx of the trapped %s window at 0x%llx).\n"
+                 "  Only plain loads and stores (mov, movzx, movsx) are emulated in trapped windows.\n"
+                 "  Fix: make this access through the accessors: ivshmem2_mmio_read() then ivshmem2_mmio_write()\n"
+                 "  at physical 0x%llx for a read-modify-write, a loop of volatile stores instead of memcpy/memset.\n"
+                 "  Stopping the process (exit status %d).\n",
+                 name, rip[0], rip[1], rip[2], rip[3], rip[4], rip[5], (void *)rip, (void *)addr,
+                 (unsigned long long)(w->phys + (addr - start)), (unsigned long)(addr - start),
+                 w->kind == IVS_WINDOW_READONLY ? "read-only shared-memory" : "MMIO", (unsigned long long)w->phys,
+                 (unsigned long long)(w->phys + (addr - start)), IVSHMEM2_EXIT_UNSUPPORTED_ACCESS);
         say(msg);
-        atomic_fetch_sub(&w->in_flight, 1);
-        pass_on(sig, info, ucontext);
-        errno = saved_errno;
-        return;
+        _exit(IVSHMEM2_EXIT_UNSUPPORTED_ACCESS);
     }
     if (w->kind == IVS_WINDOW_READONLY && !in.is_store) {
         atomic_fetch_sub(&w->in_flight, 1);

@@ -99,7 +99,7 @@ public func ivs_c_server_stop(_ handle: OpaquePointer?) {
 
 // MARK: devices
 
-private func makeBDF(_ bus: UInt8, _ device: UInt8, _ function: UInt8, _ call: String) -> Result<BDF, Status> {
+func makeBDF(_ bus: UInt8, _ device: UInt8, _ function: UInt8, _ call: String) -> Result<BDF, Status> {
     do { return .success(try BDF(bus: bus, device: device, function: function)) } catch {
         return .failure(Status(code: fail(IVSHMEM2_EINVAL, "\(call): \(error)")))
     }
@@ -130,8 +130,10 @@ public func ivs_c_device_attach(
     let attachOptions = AttachOptions(
         profile: profile, interrupts: o.intx_pin == 0 ? .msix : .intx(pin: UInt8(o.intx_pin)),
         registerSpace: o.io_registers != 0 ? .io : .memory, checking: o.checking != 0)
+    var withBase = attachOptions
+    withBase.baseAddress = o.base_address == 0 ? nil : o.base_address
     let link: AttachedDevice
-    do { link = try AttachedDevice.attach(socketPath: String(cString: socketPath), options: attachOptions) } catch {
+    do { link = try AttachedDevice.attach(socketPath: String(cString: socketPath), options: withBase) } catch {
         return fail(IVSHMEM2_ECONNECT, "\(call): \(error)")
     }
     let d = DeviceBox(link: link, bdf: bdf, platform: p)
@@ -265,15 +267,31 @@ public func ivs_c_io_write(_ handle: OpaquePointer?, _ port: UInt16, _ size: UIn
 
 // MARK: trapped windows and the shared-memory view
 
-/// Called by the C fault handler (on the faulting thread, in signal context) for each access.
+/// Called by the C fault handler (on the faulting thread, in signal context) for each access
+/// in an MMIO window.
 private let trapAccess: @convention(c) (UnsafeMutableRawPointer?, UInt64, UInt32, Int32, UnsafeMutablePointer<UInt64>?) -> Void = {
     context, phys, size, isWrite, value in
+    forwardTrapped(context, phys, size, isWrite, value, source: IVSHMEM2_ACCESS_MMIO_WINDOW)
+}
+
+/// The same for the trapped stores of a shared-memory view's read-only sections.
+private let trapViewAccess: @convention(c) (UnsafeMutableRawPointer?, UInt64, UInt32, Int32, UnsafeMutablePointer<UInt64>?) -> Void = {
+    context, phys, size, isWrite, value in
+    forwardTrapped(context, phys, size, isWrite, value, source: IVSHMEM2_ACCESS_SHM_VIEW)
+}
+
+private func forwardTrapped(_ context: UnsafeMutableRawPointer?, _ phys: UInt64, _ size: UInt32, _ isWrite: Int32, _ value: UnsafeMutablePointer<UInt64>?, source: Int) {
     guard let context, let value else { return }
     let p = Unmanaged<PlatformBox>.fromOpaque(context).takeUnretainedValue()
     if isWrite != 0 {
         p.platform.mmioWrite(phys, size: Int(size), value: value.pointee)
     } else {
         value.pointee = p.platform.mmioRead(phys, size: Int(size))
+    }
+    let hook = p.accessHook.withLock { $0 }
+    if let fn = hook.fn {
+        var a = ivshmem2_access(source: Int32(source), address: phys, size: size, is_write: isWrite, value: value.pointee)
+        fn(hook.context, &a)
     }
 }
 
@@ -299,21 +317,24 @@ private func reserve(_ phys: UInt64, _ length: UInt64, atPhys: Bool, _ call: Str
 public func ivs_c_mmio_map(_ handle: OpaquePointer?, _ phys: UInt64, _ length: UInt64, _ flags: Int32, _ out: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32 {
     let call = "ivshmem2_mmio_map"
     guard let p = box(handle, as: PlatformBox.self), let out else { return fail(IVSHMEM2_EINVAL, "\(call): NULL argument") }
-    guard phys % pageSize == 0, length % pageSize == 0, length > 0, length <= 1 << 40 else {
-        return fail(IVSHMEM2_EINVAL, "\(call): address 0x\(String(phys, radix: 16)) and length 0x\(String(length, radix: 16)) must be non-zero multiples of 4096")
+    guard length > 0, length <= 1 << 40, phys <= UInt64.max - length - pageSize else {
+        return fail(IVSHMEM2_EINVAL, "\(call): length 0x\(String(length, radix: 16)) at 0x\(String(phys, radix: 16)) must be non-zero and at most 1 TiB")
     }
+    // An unaligned range is served by the pages that enclose it (drivers map a 32-byte table).
+    let first = phys & ~(pageSize - 1)
+    let span = (phys + length - first + pageSize - 1) & ~(pageSize - 1)
     let host: UnsafeMutableRawPointer
-    switch reserve(phys, length, atPhys: flags & Int32(IVSHMEM2_MAP_AT_PHYS) != 0, call) {
+    switch reserve(first, span, atPhys: flags & Int32(IVSHMEM2_MAP_AT_PHYS) != 0, call) {
     case .failure(let s): return s.code
     case .success(let h): host = h
     }
-    let status = ivs_trap_register(host, Int(length), phys, Int32(IVS_WINDOW_MMIO), trapAccess, p.trapContext, p.trapContext)
+    let status = ivs_trap_register(host, Int(span), first, Int32(IVS_WINDOW_MMIO), trapAccess, p.trapContext, p.trapContext)
     guard status == OK else {
-        _ = ivs_unmap(host, Int(length))
+        _ = ivs_unmap(host, Int(span))
         return status
     }
-    p.mappings.withLock { $0[UInt(bitPattern: host)] = HostMapping(base: UInt(bitPattern: host), length: Int(length)) }
-    out.pointee = host
+    p.mappings.withLock { $0[UInt(bitPattern: host)] = HostMapping(base: UInt(bitPattern: host), length: Int(span)) }
+    out.pointee = host + Int(phys - first)
     return OK
 }
 
@@ -364,7 +385,7 @@ public func ivs_c_shm_map(_ handle: OpaquePointer?, _ phys: UInt64, _ length: UI
             _ = ivs_unmap(view, Int(want))
             return fail(IVSHMEM2_ESYSTEM, "\(call): mprotect failed: \(String(cString: strerror(e)))")
         }
-        let status = ivs_trap_register(at, Int(hi - lo), phys + (lo - start), Int32(IVS_WINDOW_READONLY), trapAccess, p.trapContext, p.trapContext)
+        let status = ivs_trap_register(at, Int(hi - lo), phys + (lo - start), Int32(IVS_WINDOW_READONLY), trapViewAccess, p.trapContext, p.trapContext)
         guard status == OK else {
             _ = ivs_trap_unregister(p.trapContext, view, Int(want))
             _ = ivs_unmap(view, Int(want))
@@ -379,11 +400,17 @@ public func ivs_c_shm_map(_ handle: OpaquePointer?, _ phys: UInt64, _ length: UI
 @_cdecl("ivshmem2_unmap")
 public func ivs_c_unmap(_ handle: OpaquePointer?, _ host: UnsafeMutableRawPointer?) -> Int32 {
     guard let p = box(handle, as: PlatformBox.self), let host else { return fail(IVSHMEM2_EINVAL, "ivshmem2_unmap: NULL argument") }
-    guard let m = p.mappings.withLock({ $0.removeValue(forKey: UInt(bitPattern: host)) }) else {
+    // The address ivshmem2_mmio_map returned may lie inside the enclosing pages it mapped.
+    let at = UInt(bitPattern: host)
+    guard let m = p.mappings.withLock({ maps -> HostMapping? in
+        guard let key = maps.first(where: { at >= $0.value.base && at < $0.value.base + UInt($0.value.length) })?.key else { return nil }
+        return maps.removeValue(forKey: key)
+    }) else {
         return fail(IVSHMEM2_ENODEV, "ivshmem2_unmap: \(host) is not a mapping made by this platform")
     }
-    _ = ivs_trap_unregister(p.trapContext, host, m.length)
-    _ = ivs_unmap(host, m.length)
+    let base = UnsafeMutableRawPointer(bitPattern: m.base)!
+    _ = ivs_trap_unregister(p.trapContext, base, m.length)
+    _ = ivs_unmap(base, m.length)
     return OK
 }
 

@@ -25,6 +25,14 @@ final class PlatformBox: @unchecked Sendable {
     let interruptCallback = Locked(Callback())
     let devices = Locked<[DeviceBox]>([])
     let mappings = Locked<[UInt: HostMapping]>([:])
+    struct AccessHook: @unchecked Sendable {
+        var fn: ivshmem2_access_fn?
+        var context: UnsafeMutableRawPointer?
+    }
+    /// ivshmem2_set_access_hook: called after each access the trap handler emulates.
+    let accessHook = Locked(AccessHook())
+    /// ivshmem2_firmware_assign's allocator: one per platform, so devices do not overlap.
+    let firmware = Locked(Firmware())
 
     init(ecamBase: UInt64) {
         platform = PCIPlatform(ecamBase: ecamBase)

@@ -245,12 +245,34 @@ public enum ScriptParser {
                 if case .server = statement.command { prelude.append(statement); continue }
                 cases.append(Script.Case(name: "main", line: lineNo, covers: [], profiles: nil, statements: []))
             }
+            try checkNames(statement, declaredBefore: cases[cases.count - 1].statements, tokens: Array(tokens[k...]), fail: fail)
             cases[cases.count - 1].statements.append(statement)
         }
         guard !cases.isEmpty else {
             throw ScriptError(path: path, line: 1, column: 1, reason: .noStatements)
         }
         return Script(path: path, prelude: prelude, cases: cases)
+    }
+
+    /// A statement may name only peers and raw clients that a `join` or `client` earlier in the
+    /// same case declared (under any profile): a misspelt or missing name is a parse error
+    /// rather than a failure after the case's setup has run. A doorbell target may also be a
+    /// numeric peer ID.
+    static func checkNames(_ st: Script.Statement, declaredBefore earlier: [Script.Statement], tokens: [Token], fail: (Token?, String) -> ScriptError) throws {
+        var declared: [String] = []
+        for e in earlier {
+            switch e.command {
+            case .join(let name, _), .client(let name): declared.append(name)
+            default: break
+            }
+        }
+        func known() -> String { declared.isEmpty ? "none yet in this case" : declared.joined(separator: ", ") }
+        if let actor = st.actor, !declared.contains(actor) {
+            throw fail(tokens.first, "'\(actor)' has not joined in this case (declared so far: \(known())); add 'join \(actor)' or 'client \(actor)' before this line")
+        }
+        if case .ring(let target, _) = st.command, !declared.contains(target), UInt64(target) == nil {
+            throw fail(tokens.count > 2 ? tokens[2] : nil, "doorbell target '\(target)' has not joined in this case (declared so far: \(known())); name a joined peer or give a numeric peer ID")
+        }
     }
 
     /// `TOPIC-SUB-N`, or a v1 ID `V1-TOPIC-SUB-N` (spec/ivshmem1.md).

@@ -13,6 +13,9 @@ public struct AttachOptions: Sendable {
     public var waitMode: WaitMode = .blocking
     /// How long the server may take to send INIT and introduce the peers (seconds).
     public var timeout: Double = 10
+    /// Where the shared memory appears for profiles without BAR2 (the Base Address field,
+    /// CAP-VS-7); nil: the configuration's default.
+    public var baseAddress: UInt64?
     public init(profile: String = "spec", interrupts: InterruptMode = .msix, registerSpace: RegisterSpace = .memory,
                 checking: Bool = true, waitMode: WaitMode = .blocking, timeout: Double = 10) {
         self.profile = profile
@@ -76,11 +79,12 @@ public final class AttachedDevice: PeerLink, @unchecked Sendable {
                 (memory, geometry, sealed) = try mapSharedMemory(shmFD, info: info)
             }
             guard info.protocol <= 0xFFFF else { throw AttachError.configuration("protocol 0x\(String(info.protocol, radix: 16)) does not fit 16 bits (DEV-CFG-6)") }
-            let config = DeviceConfiguration(
+            var config = DeviceConfiguration(
                 profile: options.profile, id: info.id, maxPeers: info.maxPeers, vectors: Int(info.vectors),
                 protocolType: UInt16(info.protocol), rwSectionSize: geometry.rwSectionSize,
                 outputSectionSize: geometry.outputSectionSize, registerSpace: options.registerSpace,
                 interrupts: options.interrupts, checking: options.checking)
+            if let base = options.baseAddress { config.baseAddress = base }
             let device: IvshmemDevice
             do { device = try IvshmemDevice(configuration: config, sharedMemory: memory, link: nil, tables: tables) } catch let e as DeviceConfigurationError {
                 throw AttachError.configuration(e.description)

@@ -133,6 +133,9 @@ typedef struct ivshmem2_device_options {
     int checking;        /* 1 (default): record findings; 0: record nothing */
     int intx_pin;        /* 0 (default): MSI-X; 1..4: INTx on INTA#..INTD# (one vector) */
     int io_registers;    /* 1: BAR0 is a 256-byte I/O BAR ("spec" profile only); 0: memory */
+    uint64_t base_address; /* profiles without BAR2 ("jailhouse"): where the shared memory appears
+                              (the Base Address field); 0: the default 0x100000000. Added in 1.1:
+                              fill the struct with ivshmem2_device_options_init() first. */
 } ivshmem2_device_options;
 
 /* Fills `options` with the defaults: profile "spec", checking on, MSI-X, memory BAR0. */
@@ -197,6 +200,43 @@ int ivshmem2_config_read(ivshmem2_platform *platform, uint8_t bus, uint8_t devic
 int ivshmem2_config_write(ivshmem2_platform *platform, uint8_t bus, uint8_t device, uint8_t function,
                           uint16_t offset, unsigned size, uint32_t value);
 
+/* Like ivshmem2_mmio_read, but tells an address nobody decodes from one that reads all-ones:
+ * returns IVSHMEM2_OK when the ECAM window, a BAR or a Base Address range claims `address`, and
+ * IVSHMEM2_ENODEV (with *value all-ones, as on the bus) when nothing does — e.g. a BAR read
+ * while Memory Space is off. Errors: IVSHMEM2_EINVAL (size, NULL). */
+int ivshmem2_mmio_read_status(ivshmem2_platform *platform, uint64_t address, unsigned size, uint64_t *value);
+
+/* What firmware does before a driver runs, for drivers that do not program BARs themselves
+ * (what `setup=firmware` does in scripts): sizes every BAR of bus:device.function, assigns
+ * addresses (32-bit memory from 0xC0000000, 64-bit memory from 0x8000000000, I/O from 0xC000,
+ * each naturally aligned; one allocator per platform, so several devices do not overlap) and
+ * turns on Memory Space, I/O Space (when an I/O BAR exists) and Bus Master. The assigned bases
+ * are stored in bars[0..5] (0 for an unimplemented BAR and for the upper half of a 64-bit BAR)
+ * when `bars` is not NULL. Errors: IVSHMEM2_EINVAL (bad BDF), IVSHMEM2_ENODEV (no ivshmem v2
+ * function there). */
+int ivshmem2_firmware_assign(ivshmem2_platform *platform, uint8_t bus, uint8_t device, uint8_t function, uint64_t bars[6]);
+
+/* One access seen by an access hook. */
+enum { IVSHMEM2_ACCESS_MMIO_WINDOW = 1, IVSHMEM2_ACCESS_SHM_VIEW = 2 };
+typedef struct ivshmem2_access {
+    int source;         /* IVSHMEM2_ACCESS_MMIO_WINDOW (a trapped ivshmem2_mmio_map window) or
+                           IVSHMEM2_ACCESS_SHM_VIEW (a trapped store into a read-only section of an
+                           ivshmem2_shm_map view) */
+    uint64_t address;   /* physical address */
+    unsigned size;      /* bytes: 1, 2, 4, 8 */
+    int is_write;
+    uint64_t value;     /* the value written, or the value the load returned */
+} ivshmem2_access;
+typedef void (*ivshmem2_access_fn)(void *context, const ivshmem2_access *access);
+
+/* Sets (NULL: clears) a hook called after every access the trap handler emulates for this
+ * platform's windows: every load and store in an ivshmem2_mmio_map window, and the trapped
+ * stores of an ivshmem2_shm_map view (loads and permitted stores there go straight to memory
+ * and are not seen). THREADING: it runs on the faulting thread inside the SIGSEGV handler: do
+ * not touch a window from it, nor take a lock the driver holds around its accesses. Typical use:
+ * a trace of what the driver did. Errors: IVSHMEM2_EINVAL. */
+int ivshmem2_set_access_hook(ivshmem2_platform *platform, ivshmem2_access_fn fn, void *context);
+
 /* Memory read/write of `size` (1, 2, 4, 8) bytes at physical address `address`: the ECAM window,
  * a programmed memory BAR (while Memory Space is on), or the Base Address range of a profile
  * without BAR2. Addresses nobody decodes read all-ones and drop writes, as on a real bus.
@@ -215,6 +255,10 @@ int ivshmem2_io_write(ivshmem2_platform *platform, uint16_t port, unsigned size,
 /* ------------------------------------------------------------------------------------------ */
 
 /* Flags for ivshmem2_mmio_map / ivshmem2_shm_map. */
+/* The exit status of a process stopped by the trap handler on an instruction it cannot emulate
+ * in a window (a message on standard error names the instruction, address and window). */
+#define IVSHMEM2_EXIT_UNSUPPORTED_ACCESS 70
+
 #define IVSHMEM2_MAP_AT_PHYS 0x1 /* map at host address == physical address (MAP_FIXED_NOREPLACE):
                                     bare-metal drivers use the programmed address as a pointer */
 
@@ -225,8 +269,10 @@ int ivshmem2_io_write(ivshmem2_platform *platform, uint16_t port, unsigned size,
  * forwards by physical address at access time, so it follows the platform's decode (unclaimed
  * addresses read all-ones).
  *
- * `phys` and `length` must be multiples of 4096 (length > 0). With IVSHMEM2_MAP_AT_PHYS the host
- * range starts at `phys`; otherwise the kernel chooses. *out receives the host address.
+ * `length` > 0. An unaligned range (a 32-byte MSI-X table, say) is served by mapping the pages
+ * that enclose it: *out receives the host address of `phys` itself, inside that mapping, and
+ * the rest of those pages is trapped too. With IVSHMEM2_MAP_AT_PHYS the host address equals
+ * `phys`; otherwise the kernel chooses. ivshmem2_unmap takes *out (or any address inside).
  *
  * Supported (x86-64 only): MOV loads and stores of 1, 2, 4 and 8 bytes between a general-purpose
  * register and memory (opcodes 88h, 89h, 8Ah, 8Bh), MOV stores of an immediate (C6h /0, C7h /0),
@@ -238,8 +284,9 @@ int ivshmem2_io_write(ivshmem2_platform *platform, uint16_t port, unsigned size,
  * Not supported: read-modify-write instructions on window memory (ADD/OR/AND/INC/XCHG/CMPXCHG/
  * LOCK-prefixed, or CMP/TEST with a memory operand), string instructions (MOVS/STOS, so no memcpy
  * or memset into a window), SSE/AVX loads and stores, x87, PUSH/POP with memory operands, and
- * accesses that cross the end of a window. An unsupported instruction that faults in a window is
- * reported on standard error and the fault is passed on (normally killing the process).
+ * accesses that cross the end of a window. An unsupported instruction that faults in a window
+ * stops the process with exit status IVSHMEM2_EXIT_UNSUPPORTED_ACCESS after a message on
+ * standard error naming the instruction's mnemonic, its address, the window and the fix.
  *
  * The handler is installed (sigaction(SIGSEGV, SA_SIGINFO | SA_ONSTACK)) on the first map; faults
  * outside every window are passed to the handler that was installed before (or the default

@@ -42,4 +42,7 @@ typedef struct ivs_insn {
     int dest_size;   /* loads: destination register size in bytes */
 } ivs_insn;
 int ivs_decode(const uint8_t *code, ivs_insn *out);
+/* The mnemonic of the instruction at `code` (prefixes included, e.g. "lock or"), for messages
+ * about instructions ivs_decode rejects. Writes a NUL-terminated name into out[n]. */
+int ivs_mnemonic(const uint8_t *code, char *out, size_t n);
 #endif
