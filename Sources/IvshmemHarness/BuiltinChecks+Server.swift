@@ -189,6 +189,10 @@ enum ServerCheckSupport {
                 parts.removeLast(3)
                 candidates.append("/" + parts.joined(separator: "/") + "/fixtures/reference/v2-server-3-peers")
             }
+            // Installed: PREFIX/bin/ivshmem2 → PREFIX/share/ivshmem2 (make install).
+            if let slash = exe.lastIndex(of: "/") {
+                candidates.append(String(exe[..<slash]) + "/../share/ivshmem2/fixtures/reference/v2-server-3-peers")
+            }
         }
         candidates.append("/work/shared/reference/v2-server-3-peers")
         return candidates.first { (try? FileSystem.status(ofPath: $0 + "/A.jsonl")) != nil }

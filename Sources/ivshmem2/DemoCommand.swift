@@ -12,9 +12,11 @@ struct DemoCommand: ParsableCommand {
         abstract: "Run a server and two peer processes through a short conversation and print the transcript.")
 
     @Option(help: "Seconds to wait for each expected event.") var timeout: Double = 10
+    @OptionGroup var logging: LoggingOptions
 
     func run() throws {
         try Signals.ignoreBrokenPipe()
+        logging.apply()
         let dir = try FileSystem.makeTemporaryDirectory(template: "/tmp/ivshmem2-demo.XXXXXX")
         defer { FileSystem.removeDirectoryTree(dir) }
         let sock = dir + "/ivshmem.sock"
@@ -47,16 +49,19 @@ struct DemoCommand: ParsableCommand {
 
         section(children, "B sets its state to 2: A gets vector 0\n")
         try b.say("state 2", echo: say)
+        try b.expect("ok: state", timeout: timeout)  // each command's ok: before what it caused
         try a.expect("irq: vector 0", timeout: timeout)
 
         section(children, "doorbells both ways on vector 1; shared memory\n")
         try a.say("shm-write 0x1000 hello from A", echo: say)
         try a.expect("ok: wrote", timeout: timeout)
         try a.say("int 1 1", echo: say)
+        try a.expect("ok: rang", timeout: timeout)
         try b.expect("irq: vector 1", timeout: timeout)
         try b.say("shm-read 0x1000 12", echo: say)
         try b.expect("shm: 0x1000 \"hello from A\"", timeout: timeout)
         try b.say("int 0 1", echo: say)
+        try b.expect("ok: rang", timeout: timeout)
         try a.expect("irq: vector 1", timeout: timeout)
 
         section(children, "B leaves: A sees PEER_GONE, vector 0, and B's state entry zeroed\n")

@@ -65,11 +65,17 @@ struct SimulateCommand: ParsableCommand {
     /// churn on a loaded 2-CPU machine (debug build), 2560 rejoins took 525 s: five lines a second.
     static let stallTimeout: Double = 180
 
-    func run() throws {
+    @OptionGroup var logging: LoggingOptions
+
+    func validate() throws {
         guard (2...1024).contains(peers) else { throw ValidationError("--peers must be between 2 and 1024, got \(peers)") }
         guard (1...64).contains(vectors) else { throw ValidationError("--vectors must be between 1 and 64, got \(vectors)") }
         guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
         if let bad = debugFailPeer.first(where: { !(0..<peers).contains($0) }) { throw ValidationError("--debug-fail-peer \(bad) is not a peer (0…\(peers - 1))") }
+    }
+
+    func run() throws {
+        logging.apply()
         do {
             try simulate()
         } catch let code as ExitCode {
