@@ -133,7 +133,7 @@ let package = Package(
             "IvshmemTransport", "IvshmemServer", "IvshmemWire", "IvshmemPosix", "IvshmemModel", "IvshmemPlatform", "IvshmemHarness", "IvshmemSync", "IvshmemTestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "IvshmemHarnessTests", dependencies: ["IvshmemHarness", "IvshmemPosix", "IvshmemSpec", "IvshmemTestSupport"]),
+        .testTarget(name: "IvshmemHarnessTests", dependencies: ["IvshmemHarness", "IvshmemPosix", "IvshmemSpec", "IvshmemSync", "IvshmemTestSupport"]),
         .testTarget(name: "IvshmemQEMUProxyTests", dependencies: [
             "IvshmemQEMUProxy", "IvshmemModel", "IvshmemPosix", "IvshmemSync", "IvshmemServer", "IvshmemTransport", "IvshmemTestSupport",
         ]),

@@ -49,7 +49,7 @@ public struct SpecTables: Sendable, Equatable {
             let file = paths[name] ?? name
             do { return try JSONDecoder().decode(type, from: try data(name)) } catch let e as SpecError {
                 if case .missingFile = e { throw e }
-                throw SpecError.inFile(name, e)
+                throw SpecError.inFile(file, e)
             } catch {
                 if let problem = JSONSyntax.firstProblem(in: files[name] ?? "") {
                     throw SpecError.malformed(file: file, detail: "not valid JSON: \(problem)")
