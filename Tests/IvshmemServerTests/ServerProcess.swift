@@ -79,8 +79,13 @@ final class ServerProcess {
 
     /// Runs `ivshmem2 ARGS` to completion and collects its output.
     static func run(_ arguments: [String], timeout: Double = 20) throws -> CommandResult {
+        try run(executable: try BuiltProducts.ivshmem2(), arguments, timeout: timeout)
+    }
+
+    /// Runs `executable ARGS` to completion and collects its output.
+    static func run(executable: String, _ arguments: [String], timeout: Double = 20) throws -> CommandResult {
         let child = try SpawnedProcess.spawn(
-            executable: try BuiltProducts.ivshmem2(), arguments: arguments,
+            executable: executable, arguments: arguments,
             standardInput: .null, standardOutput: .pipe, standardError: .pipe)
         defer { child.closePipes() }
         // The outputs are small (usage text at most): read them to the end, then reap.

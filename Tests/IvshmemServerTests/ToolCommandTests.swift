@@ -72,6 +72,18 @@ struct ToolCommandTests {
         #expect(failing.status == .exited(1))
     }
 
+    @Test("a progress line on a terminal (run under script(1), which gives it a pseudo-terminal), none into a pipe",
+          .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/script")))
+    func progressOnTerminal() throws {
+        let tool = try BuiltProducts.ivshmem2()
+        let script = ToolCommandTests.root + "/fixtures/scripts/two-peers.ivs"
+        let r = try ServerProcess.run(executable: "/usr/bin/script", ["-qec", "\(tool) run \(script)", "/dev/null"])
+        #expect(r.status == .exited(0), "\(r.standardOutput)")
+        #expect(r.standardOutput.contains("\r\u{1B}[K[1/1]"), "\(r.standardOutput.debugDescription)")
+        let piped = try ServerProcess.run(["run", script])
+        #expect(!piped.standardError.contains("[1/1]") && !piped.standardOutput.contains("[1/1]"))
+    }
+
     @Test("run --trace: every record names its file, case and profile, on one clock for the whole run")
     func traceFields() throws {
         let scratch = try ScratchDirectory()
