@@ -28,7 +28,7 @@ public struct CaseRun: Sendable {
 extension ScriptRunner {
     /// How many cases run at once by default. A case mostly waits (on its server, its peers'
     /// event loops, a timeout), so several per CPU keep the machine busy.
-    public static let defaultJobs = 8
+    public static let defaultJobs = 16
 
     /// Runs `runs`, up to `jobs` at a time, each on its own embedded server (against an external
     /// server they run one at a time: they would share it); ``CaseRun/exclusive`` runs come
