@@ -148,6 +148,12 @@ public struct ScriptError: Error, Sendable, CustomStringConvertible, Equatable {
         case unknownCommand(String)
         case badLocation(String)
         case noStatements
+        /// A statement's actor that no `join`/`client` earlier in the case declared.
+        case undeclaredPeer(String, declared: [String])
+        /// A doorbell target that is neither a declared peer nor a numeric ID.
+        case undeclaredDoorbellTarget(String, declared: [String])
+
+        static func names(_ declared: [String]) -> String { declared.isEmpty ? "none yet in this case" : declared.joined(separator: ", ") }
 
         public var description: String {
             switch self {
@@ -180,6 +186,10 @@ public struct ScriptError: Error, Sendable, CustomStringConvertible, Equatable {
             case .unknownCommand(let t): return "unknown command '\(t)' (read8/16/32/64, write8/16/32/64, ring, state, wait, expect, reset, leave)"
             case .badLocation(let t): return "expected <space>:<offset> with space cfg, reg, msix, bar0, bar1, bar2, shm, mem or io; got '\(t)'"
             case .noStatements: return "the script has no statements"
+            case .undeclaredPeer(let name, let declared):
+                return "'\(name)' has not joined in this case (declared so far: \(Self.names(declared))); add 'join \(name)' or 'client \(name)' before this line"
+            case .undeclaredDoorbellTarget(let name, let declared):
+                return "doorbell target '\(name)' has not joined in this case (declared so far: \(Self.names(declared))); name a joined peer or give a numeric peer ID"
             }
         }
     }
@@ -258,7 +268,7 @@ public enum ScriptParser {
     /// same case declared (under any profile): a misspelt or missing name is a parse error
     /// rather than a failure after the case's setup has run. A doorbell target may also be a
     /// numeric peer ID.
-    static func checkNames(_ st: Script.Statement, declaredBefore earlier: [Script.Statement], tokens: [Token], fail: (Token?, String) -> ScriptError) throws {
+    static func checkNames(_ st: Script.Statement, declaredBefore earlier: [Script.Statement], tokens: [Token], fail: (Token?, ScriptError.Reason) -> ScriptError) throws {
         var declared: [String] = []
         for e in earlier {
             switch e.command {
@@ -266,12 +276,11 @@ public enum ScriptParser {
             default: break
             }
         }
-        func known() -> String { declared.isEmpty ? "none yet in this case" : declared.joined(separator: ", ") }
         if let actor = st.actor, !declared.contains(actor) {
-            throw fail(tokens.first, "'\(actor)' has not joined in this case (declared so far: \(known())); add 'join \(actor)' or 'client \(actor)' before this line")
+            throw fail(tokens.first, .undeclaredPeer(actor, declared: declared))
         }
         if case .ring(let target, _) = st.command, !declared.contains(target), UInt64(target) == nil {
-            throw fail(tokens.count > 2 ? tokens[2] : nil, "doorbell target '\(target)' has not joined in this case (declared so far: \(known())); name a joined peer or give a numeric peer ID")
+            throw fail(tokens.count > 2 ? tokens[2] : nil, .undeclaredDoorbellTarget(target, declared: declared))
         }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import IvshmemPosix
+import IvshmemTestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
