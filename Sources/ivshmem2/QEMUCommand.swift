@@ -57,7 +57,7 @@ struct QEMUCommand: ParsableCommand {
                                     checking: !noChecking, timeout: timeout)
         let link: AttachedDevice
         do { link = try AttachedDevice.attach(socketPath: socket, options: options) } catch {
-            throw ValidationError("attaching to \(socket): \(error)")
+            throw ToolFailure("attaching to \(socket): \(error)")
         }
         defer { link.close() }
         let device = link.device
@@ -103,7 +103,7 @@ enum QEMUCommandLine {
         for dir in path.split(separator: ":") where access("\(dir)/\(name)", X_OK) == 0 {
             return "\(dir)/\(name)"
         }
-        throw ValidationError("'\(name)' not found in PATH (install QEMU: apt-get install qemu-system-x86)")
+        throw ToolFailure("'\(name)' not found in PATH (install QEMU: apt-get install qemu-system-x86)")
     }
 
     /// `arguments` plus the proxy device on `fd`, and a shared memfd RAM backend of the -m size

@@ -36,7 +36,7 @@ struct VirtioRoleOptions: ParsableArguments {
     func attach() throws -> VirtioEndpoint {
         let endpoint: VirtioEndpoint
         do { endpoint = try VirtioEndpoint.attach(socketPath: socket, profile: profile) } catch {
-            throw ValidationError("\(error)")
+            throw ToolFailure("\(error)")
         }
         endpoint.findings.onFinding { f in writeStderr("finding: \(f)\n") }
         return endpoint
@@ -117,7 +117,7 @@ struct VirtioBlockCommand: ParsableCommand {
         if side.backend {
             guard let image else { throw ValidationError("--backend needs --image FILE") }
             let fd: FileDescriptor
-            do { fd = try FileDescriptor.open(image, flags: O_RDWR) } catch { throw ValidationError("cannot open the image \(image): \(error)") }
+            do { fd = try FileDescriptor.open(image, flags: O_RDWR) } catch { throw ToolFailure("cannot open the image \(image): \(error)") }
             let backend = try VirtioBackend(endpoint: endpoint, device: BlockBackEnd(image: fd, imageBytes: UInt64(try fd.size())))
             try side.serve(backend)
             return

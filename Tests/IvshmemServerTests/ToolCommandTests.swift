@@ -25,6 +25,10 @@ struct ToolCommandTests {
         let peer = try ServerProcess.run(["peer", "-S", "/nonexistent/sock"])
         #expect(peer.status == .exited(1), "\(peer.standardError)")
         #expect(peer.standardError.contains("/nonexistent/sock") && !peer.standardError.contains("Usage:"), "\(peer.standardError)")
+        for args in [["qemu", "-S", "/nonexistent/sock", "--", "qemu-system-x86_64"], ["virtio", "console", "--frontend", "-S", "/nonexistent/sock"]] {
+            let r = try ServerProcess.run(args)
+            #expect(r.status == .exited(1) && r.standardError.contains("/nonexistent/sock") && !r.standardError.contains("Usage:"), "\(args[0]): \(r.standardError)")
+        }
         let dump = try ServerProcess.run(["dump-config", "--profile", "bogus"])
         #expect(dump.status == .exited(1))
         #expect(dump.standardError.contains("unknown profile 'bogus'") && !dump.standardError.contains("Usage:"), "\(dump.standardError)")
