@@ -64,12 +64,7 @@ struct DeviceState {
 
     /// The address software programmed into `bar` (type bits stripped; 64-bit BARs joined).
     func programmedBase(_ bar: BARInfo) -> UInt64 {
-        let lo = config.block.raw(offset: PCIConfig.bar(bar.index), size: 4)
-        switch bar.kind {
-        case .io: return lo & ~0x3
-        case .memory32: return lo & ~0xF
-        case .memory64Prefetchable: return (lo & ~0xF) | config.block.raw(offset: PCIConfig.bar(bar.index + 1), size: 4) << 32
-        }
+        config.block.programmedBAR(bar.index, io: bar.kind == .io, is64: bar.kind == .memory64Prefetchable)
     }
 
     /// The windows Command and the BARs decode now.
@@ -315,7 +310,10 @@ struct TouchedFields {
     }
 
     func forEach(_ body: (FieldWrite) -> Void) {
-        for w in [a, b, c, d] { if let w { body(w) } }
+        if let a { body(a) }
+        if let b { body(b) }
+        if let c { body(c) }
+        if let d { body(d) }
     }
 }
 

@@ -166,8 +166,7 @@ public final class IvshmemV1Device: PCIFunction, @unchecked Sendable {
         var out: [DecodeWindow] = []
         for index in 0...2 {
             guard let size = barSize(index) else { continue }
-            var base = config.raw(offset: PCIConfig.bar(index), size: 4) & ~0xF
-            if index == 2 { base |= config.raw(offset: PCIConfig.bar(3), size: 4) << 32 }
+            let base = config.programmedBAR(index, io: false, is64: index == 2)
             if base != 0 { out.append(DecodeWindow(bar: index, base: base, size: size, isIO: false)) }
         }
         return out
@@ -215,7 +214,7 @@ public final class IvshmemV1Device: PCIFunction, @unchecked Sendable {
         perform { s, fx in
             var decodeChanged = false
             config.write(offset: offset, size: size, value: UInt64(value)) { w, field in
-                if w.old != w.new && (field.offset == PCIConfig.command || (PCIConfig.bar0..<PCIConfig.barsEnd).contains(field.offset)) { decodeChanged = true }
+                if w.old != w.new && DeviceState.affectsDecode(field.offset) { decodeChanged = true }
             }
             if decodeChanged { windowTable.publish(currentWindows()) }
             flushPending(&s, &fx)

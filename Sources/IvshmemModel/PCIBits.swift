@@ -89,3 +89,15 @@ public struct BAR0Registers: Sendable, Equatable {
     /// The Doorbell value that rings `vector` of peer `peer` (REG-DB-1: peer in bits 31:16).
     public static func doorbellValue(peer: UInt32, vector: UInt32) -> UInt32 { peer << 16 | (vector & 0xFFFF) }
 }
+
+extension RegisterBlock {
+    /// The address software programmed into BAR `index` of this config space: type bits
+    /// stripped (I/O: 2, memory: 4), a 64-bit BAR joined with the next dword (CFG-BAR-*,
+    /// V1-CFG-BAR-*). Shared by the v2 and v1 devices' decode windows.
+    func programmedBAR(_ index: Int, io: Bool, is64: Bool) -> UInt64 {
+        let lo = raw(offset: PCIConfig.bar(index), size: 4)
+        if io { return lo & ~0x3 }
+        let base = lo & ~0xF
+        return is64 ? base | raw(offset: PCIConfig.bar(index + 1), size: 4) << 32 : base
+    }
+}

@@ -273,14 +273,7 @@ public final class RegisterBlock: @unchecked Sendable {
                 let w = offset >> 2
                 let m = UInt32(truncatingIfNeeded: Self.laneMask(size)) << UInt32(lane * 8)
                 let v = UInt32(truncatingIfNeeded: value) << UInt32(lane * 8) & m
-                let wm = map.writable[w] & m
-                let c = map.writeOneToClear[w] & m
-                var old = load(w)
-                var new: UInt32
-                repeat {
-                    new = (v & wm) | (old & ~wm)
-                    new &= ~(v & c)
-                } while new != old && ivs_cas32(words + w, &old, new) == 0
+                let (old, new) = applyRule(word: w, lanes: m, value: v)
                 let fieldShift = UInt32(fieldLane * 8)
                 let fieldMask = Self.laneMask(f.width)
                 let readOnly = m & ~map.writable[w] & ~map.writeOneToClear[w]
@@ -310,6 +303,21 @@ public final class RegisterBlock: @unchecked Sendable {
         }
     }
 
+    /// The generic write rule on the `lanes` of word `w`, in one compare-and-swap (retried when
+    /// another writer changed the word meanwhile). Returns the word before and after.
+    @inline(__always)
+    private func applyRule(word w: Int, lanes m: UInt32, value v: UInt32) -> (old: UInt32, new: UInt32) {
+        let wm = map.writable[w] & m
+        let c = map.writeOneToClear[w] & m
+        var old = load(w)
+        var new: UInt32
+        repeat {
+            new = (v & wm) | (old & ~wm)
+            new &= ~(v & c)
+        } while new != old && ivs_cas32(words + w, &old, new) == 0
+        return (old, new)
+    }
+
     /// Applies the rule to `count` bytes from byte `i`, one compare-and-swap per word; returns
     /// those bytes before and after, and the bits the value tried to change in read-only
     /// positions (all relative to byte `i`).
@@ -325,15 +333,8 @@ public final class RegisterBlock: @unchecked Sendable {
             let shift = UInt32(lane * 8)
             let m = UInt32(truncatingIfNeeded: Self.laneMask(bytes)) << shift
             let v = UInt32(truncatingIfNeeded: value >> UInt64(done * 8)) << shift & m
-            let wm = map.writable[w] & m
-            let c = map.writeOneToClear[w] & m
             let readOnly = m & ~map.writable[w] & ~map.writeOneToClear[w]
-            var old = load(w)
-            var new: UInt32
-            repeat {
-                new = (v & wm) | (old & ~wm)
-                new &= ~(v & c)
-            } while new != old && ivs_cas32(words + w, &old, new) == 0
+            let (old, new) = applyRule(word: w, lanes: m, value: v)
             let at = UInt64(done * 8)
             result.old |= UInt64((old & m) >> shift) << at
             result.new |= UInt64((new & m) >> shift) << at
