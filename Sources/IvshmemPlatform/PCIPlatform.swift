@@ -27,7 +27,9 @@ public final class PCIPlatform: @unchecked Sendable {
         let function: any PCIFunction
         /// The same object when it is an ivshmem v2 device (the unretained fast path).
         let device: IvshmemDevice?
-        unowned let log: InterruptLog
+        /// Strong: a link's thread may hold this sink while the platform is being released
+        /// (a peer quitting as a doorbell arrives), and what it delivers must land somewhere.
+        let log: InterruptLog
         init(bdf: BDF, function: any PCIFunction, log: InterruptLog) {
             self.bdf = bdf
             self.function = function

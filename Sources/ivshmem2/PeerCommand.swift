@@ -53,8 +53,12 @@ struct PeerCommand: ParsableCommand {
         }
         defer { link.close() }
         let session = try PeerSession(link: link)
-        session.announce()
-        try commandLoop(prompt: "ivshmem2[\(link.device.id)]> ", session.execute)
+        try withExtendedLifetime(session) {
+            // The link stops delivering before the session's platform goes away.
+            defer { link.close() }
+            session.announce()
+            try commandLoop(prompt: "ivshmem2[\(link.device.id)]> ", session.execute)
+        }
     }
 
     /// Reads stdin line by line into `execute` until it returns false or input ends. The

@@ -87,6 +87,27 @@ struct PlatformTests {
         #expect(m.devices.allSatisfy { $0.findings.isEmpty })
     }
 
+    @Test("IRQ-MSIX-1: an interrupt delivered while its platform goes away is still logged safely (a peer quitting as a doorbell arrives)")
+    func interruptDuringPlatformTeardown() throws {
+        // The link's thread holds the device's sink while the platform that plugged it is being
+        // released: the sink must keep what it logs into alive (it once held the log unowned,
+        // and `ivshmem2 peer` aborted on quit now and then).
+        var m: Machine? = try boot()
+        driverSetup(m!, 0, dataBase: 0x40)
+        driverSetup(m!, 1, dataBase: 0x80)
+        let (fabric, p0, reg0, receiver) = (m!.fabric, m!.platforms[0], m!.bases[0][0]!, m!.devices[1])
+        let sink = try #require(receiver.interruptSink)
+        weak let gone = m!.platforms[1]
+        weak let log = m!.platforms[1].interrupts
+        m = nil
+        #expect(gone == nil, "the receiving platform is gone, its sink is not")
+        p0.mmioWrite(reg0 + Reg.doorbell, size: 4, value: 0x0001_0001)
+        let kept = try #require(log, "the sink keeps the interrupt log alive")
+        let r = try #require(kept.wait(timeout: 5))
+        #expect(r.kind == .msix(vector: 1, address: 0xFEE0_1000, data: 0x81))
+        withExtendedLifetime((sink, fabric)) {}
+    }
+
     @Test("CFG-CMD-7: memory decode off → reads all-ones, writes dropped", arguments: allProfiles)
     func memoryDecodeOff(profile: String) throws {
         let m = try boot(profile: profile)
