@@ -22,16 +22,30 @@ final class DecodeWindowTable: @unchecked Sendable {
 
     /// The window of the given space holding `address`: (BAR index or -1, offset). Lock-free.
     @inline(__always)
-    func lookup(_ address: UInt64, io: Bool) -> (bar: Int, offset: UInt64)? {
-        var bar: Int32 = 0
-        var offset: UInt64 = 0
-        guard ivs_windows_lookup(table, address, io ? 1 : 0, &bar, &offset) != 0 else { return nil }
-        return (Int(bar), offset)
-    }
+    func lookup(_ address: UInt64, io: Bool) -> (bar: Int, offset: UInt64)? { reader.lookup(address, io: io) }
+
+    /// The table's lock-free reader, for whoever outlives it not.
+    var reader: DecodeWindowReader { DecodeWindowReader(table: table) }
 
     var windows: [DecodeWindow] {
         var out = [ivs_window](repeating: ivs_window(), count: Int(IVS_MAX_WINDOWS))
         let n = out.withUnsafeMutableBufferPointer { ivs_windows_copy(table, $0.baseAddress) }
         return out.prefix(Int(n)).map { DecodeWindow(bar: Int($0.bar), base: $0.base, size: $0.size, isIO: $0.is_io != 0) }
+    }
+}
+
+/// A device's decode windows as the platform's access path reads them: the sequence-locked
+/// table itself, one pointer away, so a decode does not walk platform → device → table
+/// objects on every access. Valid while the device that owns the table lives (the platform's
+/// slot keeps it).
+public struct DecodeWindowReader: @unchecked Sendable {
+    let table: UnsafePointer<ivs_window_table>
+
+    /// The window of the given space holding `address`: (BAR index or -1, offset). Lock-free.
+    @inline(__always)
+    public func lookup(_ address: UInt64, io: Bool) -> (bar: Int, offset: UInt64)? {
+        let hit = ivs_windows_lookup(table, address, io ? 1 : 0)
+        guard hit.found != 0 else { return nil }
+        return (Int(hit.bar), hit.offset)
     }
 }

@@ -3,6 +3,38 @@ import IvshmemSpec
 /// What a BAR decodes. CFG-BAR-*
 public enum BARRole: String, Sendable { case registers, msix, sharedMemory }
 
+/// The roles of BARs 0…5 packed into one word, 4 bits each (0: not implemented), so the
+/// access path finds a BAR's role without an array look-up.
+struct BARRoleCode: Sendable {
+    private let bits: UInt32
+
+    init(_ bars: [BARInfo]) {
+        var b: UInt32 = 0
+        for bar in bars where (0..<6).contains(bar.index) { b |= Self.code(bar.role) << UInt32(bar.index * 4) }
+        bits = b
+    }
+
+    private static func code(_ r: BARRole) -> UInt32 {
+        switch r {
+        case .registers: 1
+        case .msix: 2
+        case .sharedMemory: 3
+        }
+    }
+
+    /// The role of BAR `index`; nil when it is not implemented or `index` is not 0…5.
+    @inline(__always)
+    subscript(index: Int) -> BARRole? {
+        guard index >= 0, index < 6 else { return nil }
+        switch bits >> UInt32(index * 4) & 0xF {
+        case 1: return .registers
+        case 2: return .msix
+        case 3: return .sharedMemory
+        default: return nil
+        }
+    }
+}
+
 /// One implemented BAR: its role, address-space type and (power-of-two) size.
 public struct BARInfo: Sendable, Equatable {
     public enum Kind: Sendable, Equatable { case memory32, io, memory64Prefetchable }

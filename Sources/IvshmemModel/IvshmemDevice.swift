@@ -43,7 +43,9 @@ public final class IvshmemDevice: @unchecked Sendable {
     /// changes, read by the platform without a lock.
     private let windowTable = DecodeWindowTable()
     /// Role of BAR n (n = 0…5), nil when not implemented: one array index per access.
-    private let barRoles: [BARRole?]
+    /// Each BAR's role, 4 bits per BAR index (``BARRoleCode``): a word in the object itself, so
+    /// the access path dispatches without reaching into an array.
+    private let barRoles: BARRoleCode
     /// Where this device's tables put the BAR0 registers.
     public let registerOffsets: BAR0Registers
 
@@ -71,9 +73,7 @@ public final class IvshmemDevice: @unchecked Sendable {
         }
         registerOffsets = BAR0Registers(id: try offset(.peerID), maxPeers: try offset(.maxPeers), interruptControl: try offset(.interruptControl),
                                         doorbell: try offset(.doorbell), state: try offset(.state))
-        var roles = [BARRole?](repeating: nil, count: 6)
-        for b in layout.bars where b.index < 6 { roles[b.index] = b.role }
-        barRoles = roles
+        barRoles = BARRoleCode(layout.bars)
         windowTable.publish(initial.currentWindows(layout: layout))
         state = Locked(initial)
         rewire { _ in Wiring(link: link, sink: nil) }
@@ -207,6 +207,8 @@ public final class IvshmemDevice: @unchecked Sendable {
     /// device's memory (`io` false) or I/O space, without a lock. CFG-CMD-7, CFG-CMD-8
     @inline(__always)
     public func decode(_ address: UInt64, io: Bool) -> (bar: Int, offset: UInt64)? { windowTable.lookup(address, io: io) }
+    /// The same look-up without going through the device object (the platform's access path).
+    public var decodeReader: DecodeWindowReader { windowTable.reader }
 
     private var command: PCICommand { PCICommand(rawValue: UInt16(truncatingIfNeeded: configBlock.raw(offset: PCIConfig.command, size: 2))) }
     public var memoryDecodeEnabled: Bool { command.contains(.memorySpace) }
@@ -225,27 +227,27 @@ public final class IvshmemDevice: @unchecked Sendable {
     /// BAR0 register reads take no lock (REG-ACC-1); MSI-X reads do (the PBA is device state).
     @inline(__always)
     public func barRead(_ index: Int, offset: UInt64, size: Int) -> UInt64 {
-        guard index >= 0, index < barRoles.count, let role = barRoles[index] else { return 0 }
-        switch role {
-        case .registers:
+        switch barRoles[index] {
+        case nil: return 0
+        case .registers?:
             guard DeviceState.isValidRegisterAccess(offset: offset, size: size), offset < UInt64(registerBlock.size) else {
                 perform { s, _ in s.recordInvalidRegisterAccess(offset: offset, size: size, value: nil, peer: id) }
                 return 0
             }
             return registerBlock.read(offset: Int(offset), size: 4)
-        case .msix: return perform { s, _ in s.msixRead(offset: offset, size: size, layout: layout, peer: id) }
-        case .sharedMemory: return sharedMemoryLoad(offset: offset, size: size)
+        case .msix?: return perform { s, _ in s.msixRead(offset: offset, size: size, layout: layout, peer: id) }
+        case .sharedMemory?: return sharedMemoryLoad(offset: offset, size: size)
         }
     }
 
     public func barWrite(_ index: Int, offset: UInt64, size: Int, value: UInt64) {
-        guard index >= 0, index < barRoles.count, let role = barRoles[index] else { return }
-        switch role {
-        case .registers:
+        switch barRoles[index] {
+        case nil: return
+        case .registers?:
             registerWrite(offset: offset, size: size, value: value)
-        case .msix:
+        case .msix?:
             perform { s, fx in s.msixWrite(offset: offset, size: size, value: value, layout: layout, peer: id, effects: &fx) }
-        case .sharedMemory:
+        case .sharedMemory?:
             sharedMemoryStore(offset: offset, size: size, value: value)
         }
     }

@@ -1,6 +1,7 @@
 import CIvshmemShim
 import IvshmemModel
 import IvshmemSync
+import Synchronization
 
 /// A virtual PCI host: devices at bus/device/function addresses, config access through ECAM
 /// and the legacy 0xCF8/0xCFC ports, BARs decoded where software programmed them, and an
@@ -60,17 +61,26 @@ public final class PCIPlatform: @unchecked Sendable {
         let slots: [Slot]
         let bdfs: [BDF]
         let devices: [Unmanaged<IvshmemDevice>]
+        /// `devices[i]`'s decode windows, read directly by the memory and I/O decode.
+        let windows: [DecodeWindowReader]
         let others: [Slot]
+        /// The one ivshmem v2 device when there is exactly one (the usual guest), so its decode
+        /// is a field away rather than an array walk.
+        let single: (bdf: BDF, windows: DecodeWindowReader, device: Unmanaged<IvshmemDevice>)?
         init(_ slots: [Slot]) {
             self.slots = slots
             let v2 = slots.filter { $0.device != nil }
             bdfs = v2.map(\.bdf)
             devices = v2.map { Unmanaged.passUnretained($0.device!) }
+            windows = v2.map { $0.device!.decodeReader }
+            single = v2.count == 1 ? (bdfs[0], windows[0], devices[0]) : nil
             others = slots.filter { $0.device == nil }
         }
     }
 
-    private let current = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 1)
+    /// The current table, unretained (`tables` keeps it): inline in the platform object, one
+    /// load away from the access path.
+    private let current: Atomic<Unmanaged<Table>>
     /// Every table ever published, the current one last: writers' lock, and what keeps the
     /// tables readers may still hold alive.
     private let tables = Locked<[Table]>([])
@@ -80,26 +90,25 @@ public final class PCIPlatform: @unchecked Sendable {
         self.ecamBase = ecamBase
         cf8.initialize(to: 0)
         let empty = Table([])
-        current.initialize(to: Unmanaged.passUnretained(empty).toOpaque())
+        current = Atomic(Unmanaged.passUnretained(empty))
         tables.withLock { $0.append(empty) }
     }
 
     deinit {
-        current.deallocate()
         cf8.deallocate()
     }
 
     /// Runs `body` with the current table, without a lock or a reference count.
     @inline(__always)
     private func withTable<R>(_ body: (Table) -> R) -> R {
-        Unmanaged<Table>.fromOpaque(ivs_load_ptr_acquire(current)!)._withUnsafeGuaranteedRef(body)
+        current.load(ordering: .acquiring)._withUnsafeGuaranteedRef(body)
     }
 
     private func republish(_ change: ([Slot]) throws -> [Slot]) rethrows {
         try tables.withLock { list in
             let next = Table(try change(list.last!.slots))
             list.append(next)
-            ivs_store_ptr_release(current, Unmanaged.passUnretained(next).toOpaque())
+            current.store(Unmanaged.passUnretained(next), ordering: .releasing)
         }
     }
 
@@ -146,6 +155,7 @@ public final class PCIPlatform: @unchecked Sendable {
     @inline(__always)
     private func unmanagedDevice(at bdf: BDF) -> Unmanaged<IvshmemDevice>? {
         withTable { t in
+            if let one = t.single { return one.bdf == bdf ? one.device : nil }
             for i in t.bdfs.indices where t.bdfs[i] == bdf { return t.devices[i] }
             return nil
         }
@@ -212,8 +222,12 @@ public final class PCIPlatform: @unchecked Sendable {
     @inline(__always)
     private func decoded(_ address: UInt64, io: Bool) -> (Unmanaged<IvshmemDevice>, Int, UInt64)? {
         withTable { t in
-            for d in t.devices {
-                if let hit = d._withUnsafeGuaranteedRef({ $0.decode(address, io: io) }) { return (d, hit.bar, hit.offset) }
+            if let (_, windows, device) = t.single {
+                guard let hit = windows.lookup(address, io: io) else { return nil }
+                return (device, hit.bar, hit.offset)
+            }
+            for i in t.windows.indices {
+                if let hit = t.windows[i].lookup(address, io: io) { return (t.devices[i], hit.bar, hit.offset) }
             }
             return nil
         }
@@ -239,6 +253,7 @@ public final class PCIPlatform: @unchecked Sendable {
         }
     }
 
+    @inline(__always)
     private func ecamTarget(_ address: UInt64) -> (BDF, Int)? {
         guard address >= ecamBase, address - ecamBase < Self.ecamSize else { return nil }
         let rel = address - ecamBase

@@ -93,7 +93,7 @@ struct Runner {
         if options.wants("registers") {
             writeErr("register path…\n")
             do {
-                let results = try RegisterBench(seconds: smoke ? 0.02 : 0.5).run()
+                let results = try RegisterBench(seconds: smoke ? 0.02 : 1.0, trials: smoke ? 2 : 30).run()
                 var entries: [JSON] = []
                 for r in results {
                     if !r.checksumsAgree { failures.append("register path \(r.name): Swift and C read different values") }

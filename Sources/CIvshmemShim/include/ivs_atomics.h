@@ -50,14 +50,20 @@ static inline void ivs_windows_publish(ivs_window_table *t, const ivs_window *sr
     __atomic_store_n(&t->sequence, s + 2, __ATOMIC_RELEASE);
 }
 
-/// Finds the window of kind `is_io` holding `address`: returns 1 and sets *bar, *offset.
-static inline int ivs_windows_lookup(const ivs_window_table *t, uint64_t address, int32_t is_io, int32_t *bar, uint64_t *offset) {
+/// Where an address landed: `bar` (-1: a Base Address range) and `offset`, when `found`.
+/// Returned by value (in two registers) so the hot path keeps no out-parameters in memory.
+typedef struct {
+    uint64_t offset;
+    int32_t bar;
+    int32_t found;
+} ivs_window_hit;
+
+/// Finds the window of kind `is_io` holding `address`.
+static inline ivs_window_hit ivs_windows_lookup(const ivs_window_table *t, uint64_t address, int32_t is_io) {
     for (;;) {
         uint32_t s1 = __atomic_load_n(&t->sequence, __ATOMIC_ACQUIRE);
         if (s1 & 1) { __builtin_ia32_pause(); continue; }
-        int found = 0;
-        int32_t fbar = 0;
-        uint64_t foff = 0;
+        ivs_window_hit hit = {0, 0, 0};
         uint32_t n = __atomic_load_n(&t->count, __ATOMIC_RELAXED);
         if (n > IVS_MAX_WINDOWS) n = IVS_MAX_WINDOWS;
         for (uint32_t i = 0; i < n; i++) {
@@ -65,16 +71,15 @@ static inline int ivs_windows_lookup(const ivs_window_table *t, uint64_t address
             uint64_t size = __atomic_load_n(&t->windows[i].size, __ATOMIC_RELAXED);
             int32_t io = __atomic_load_n(&t->windows[i].is_io, __ATOMIC_RELAXED);
             if (io == is_io && address >= base && address - base < size) {
-                found = 1;
-                fbar = __atomic_load_n(&t->windows[i].bar, __ATOMIC_RELAXED);
-                foff = address - base;
+                hit.found = 1;
+                hit.bar = __atomic_load_n(&t->windows[i].bar, __ATOMIC_RELAXED);
+                hit.offset = address - base;
                 break;
             }
         }
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
         if (__atomic_load_n(&t->sequence, __ATOMIC_RELAXED) != s1) continue;
-        if (found) { *bar = fbar; *offset = foff; }
-        return found;
+        return hit;
     }
 }
 
