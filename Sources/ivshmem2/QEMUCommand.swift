@@ -39,7 +39,7 @@ struct QEMUCommand: ParsableCommand {
     @Option(name: .customLong("register-space"), help: "BAR0 register region: memory or io.") var registerSpace: String = "memory"
     @Flag(name: .customLong("no-checking"), help: "Do not record driver findings.") var noChecking = false
     @Option(help: "Seconds the server may take to introduce the peers.") var timeout: Double = 10
-    @Flag(help: "Print nothing but errors.") var quiet = false
+    @OptionGroup var logging: LoggingOptions
     @Flag(help: "Print every message from QEMU (config and BAR accesses, resets) on stderr.") var trace = false
     @Argument(parsing: .postTerminator, help: "The QEMU command line, after '--'.") var qemu: [String] = []
 
@@ -53,6 +53,8 @@ struct QEMUCommand: ParsableCommand {
 
     func run() throws {
         try Signals.ignoreBrokenPipe()
+        logging.apply()
+        let quiet = logging.quiet
         let options = AttachOptions(profile: profile, interrupts: .intx(pin: 1), registerSpace: RegisterSpace(rawValue: registerSpace) ?? .memory,
                                     checking: !noChecking, timeout: timeout)
         let link: AttachedDevice

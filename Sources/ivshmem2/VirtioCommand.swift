@@ -28,12 +28,14 @@ struct VirtioRoleOptions: ParsableArguments {
     @Flag(help: "Drive the device (peer 1, protocol 8000h-BFFFh).") var frontend = false
     @Option(name: [.customShort("S"), .long], help: "Server socket path.") var socket: String = "/tmp/ivshmem_socket"
     @Option(help: "Behaviour profile of the emulated device: spec, jailhouse or qemu-rfc.") var profile: String = "spec"
+    @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
         guard backend != frontend else { throw ValidationError("give exactly one of --backend and --frontend") }
     }
 
     func attach() throws -> VirtioEndpoint {
+        logging.apply()
         let endpoint: VirtioEndpoint
         do { endpoint = try VirtioEndpoint.attach(socketPath: socket, profile: profile) } catch {
             throw ToolFailure("\(error)")
@@ -48,7 +50,7 @@ struct VirtioRoleOptions: ParsableArguments {
         try Signals.installTerminationHandler(wake: stop)
         let runner = try BackendRunner(backend: backend, input: input, onInput: onInput)
         runner.start()
-        writeStderr("virtio: back-end for device \(backend.device.deviceID) on \(socket); peer \(backend.endpoint.id)\n")
+        if !logging.quiet { writeStderr("virtio: back-end for device \(backend.device.deviceID) on \(socket); peer \(backend.endpoint.id)\n") }
         while !Signals.terminationRequested { _ = try? stop.wait(timeoutMilliseconds: 1000) }
         runner.stop()
         backend.endpoint.setState(0)
