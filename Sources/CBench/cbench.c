@@ -67,13 +67,19 @@ int cb_clear_cloexec(int fd) {
 
 /// Reads the eventfd `fd` as `mode` says. A spinning wait reads non-blocking until `spin_ns`
 /// have passed since it began, then sleeps in poll() like a blocking one.
-static int wait_read(int fd, cb_wait_mode mode, uint64_t spin_ns, uint64_t *value) {
+static int wait_read(int fd, int ep, cb_wait_mode mode, uint64_t spin_ns, uint64_t *value) {
     uint64_t deadline = mode == CB_WAIT_SPIN_THEN_BLOCK ? cb_now_ns() + spin_ns : 0;
     for (;;) {
+        if (mode == CB_WAIT_LINK_BLOCKING) {
+            struct epoll_event e;
+            int n = epoll_wait(ep, &e, 1, -1);
+            if (n < 0 && errno != EINTR) return -1;
+            if (n != 1) continue;
+        }
         ssize_t r = read(fd, value, 8);
         if (r == 8) return 0;
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0 && errno == EAGAIN && mode == CB_WAIT_BUSY) continue;
+        if (r < 0 && errno == EAGAIN && (mode == CB_WAIT_BUSY || mode == CB_WAIT_LINK_BUSY || mode == CB_WAIT_LINK_BLOCKING)) continue;
         if (r < 0 && errno == EAGAIN && mode == CB_WAIT_SPIN_THEN_BLOCK) {
             if (cb_now_ns() < deadline) continue;
             struct pollfd p = { .fd = fd, .events = POLLIN };
@@ -84,7 +90,11 @@ static int wait_read(int fd, cb_wait_mode mode, uint64_t spin_ns, uint64_t *valu
     }
 }
 
-static int signal_fd(int fd, uint64_t v) {
+static int signal_fd(int fd, uint64_t v, cb_wait_mode mode) {
+    if (mode == CB_WAIT_LINK_BLOCKING || mode == CB_WAIT_LINK_BUSY) {
+        struct pollfd p = { .fd = fd, .events = POLLOUT };
+        if (poll(&p, 1, 0) != 1) return -1;
+    }
     for (;;) {
         ssize_t r = write(fd, &v, 8);
         if (r == 8) return 0;
@@ -93,13 +103,25 @@ static int signal_fd(int fd, uint64_t v) {
     }
 }
 
+/// The epoll set of CB_WAIT_LINK_BLOCKING (watching rx), -1 for the other modes or on error.
+static int open_epoll(int rx, cb_wait_mode mode) {
+    if (mode != CB_WAIT_LINK_BLOCKING) return -1;
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event e = { .events = EPOLLIN, .data.u64 = 0 };
+    if (ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, rx, &e) != 0) { close(ep); return -1; }
+    return ep;
+}
+static void close_epoll(int ep) { if (ep >= 0) close(ep); }
+
 long cb_pingpong_echo(int rx, int tx, cb_wait_mode mode, uint64_t spin_ns) {
     long n = 0;
+    int ep = open_epoll(rx, mode);
+    if (mode == CB_WAIT_LINK_BLOCKING && ep < 0) return -1;
     for (;;) {
         uint64_t v;
-        if (wait_read(rx, mode, spin_ns, &v) != 0) return -1;
-        if (v >= CB_STOP_VALUE) return n;
-        if (signal_fd(tx, 1) != 0) return -1;
+        if (wait_read(rx, ep, mode, spin_ns, &v) != 0) { close_epoll(ep); return -1; }
+        if (v >= CB_STOP_VALUE) { close_epoll(ep); return n; }
+        if (signal_fd(tx, 1, mode) != 0) { close_epoll(ep); return -1; }
         n++;
     }
 }
@@ -108,15 +130,18 @@ long cb_pingpong_initiate(int rx, int tx, long iterations, uint64_t budget_ns, c
                           uint64_t *samples) {
     uint64_t start = cb_now_ns();
     long i = 0;
+    int ep = open_epoll(rx, mode);
+    if (mode == CB_WAIT_LINK_BLOCKING && ep < 0) return -1;
     for (; i < iterations; i++) {
         uint64_t t0 = cb_now_ns();
         if (t0 - start > budget_ns) break;
-        if (signal_fd(tx, 1) != 0) return -1;
+        if (signal_fd(tx, 1, mode) != 0) { close_epoll(ep); return -1; }
         uint64_t v;
-        if (wait_read(rx, mode, spin_ns, &v) != 0) return -1;
+        if (wait_read(rx, ep, mode, spin_ns, &v) != 0) { close_epoll(ep); return -1; }
         samples[i] = cb_now_ns() - t0;
     }
-    signal_fd(tx, CB_STOP_VALUE);
+    signal_fd(tx, CB_STOP_VALUE, CB_WAIT_BLOCKING);
+    close_epoll(ep);
     return i;
 }
 

@@ -128,6 +128,8 @@ struct DoorbellBench {
         switch wait {
         case CB_WAIT_BUSY: (label, mode) = ("C eventfd busy-poll ping-pong", "spin")
         case CB_WAIT_SPIN_THEN_BLOCK: (label, mode) = ("C eventfd spin-then-block \(spinMicroseconds) µs ping-pong", "spin")
+        case CB_WAIT_LINK_BLOCKING: (label, mode) = ("C eventfd ping-pong with the link's syscalls (epoll_wait, read; poll, write)", "blocking-link")
+        case CB_WAIT_LINK_BUSY: (label, mode) = ("C eventfd busy-poll ping-pong with the link's poll before each write", "spin-link")
         default: (label, mode) = ("C eventfd blocking ping-pong", "blocking")
         }
         var result = LatencyResult(label: label, mode: mode, placement: placement, isBaseline: true,
@@ -224,11 +226,13 @@ struct DoorbellBench {
         var out: [LatencyResult] = []
         for p in placements {
             out.append(baseline(CB_WAIT_BLOCKING, placement: p))
+            out.append(baseline(CB_WAIT_LINK_BLOCKING, placement: p))
             out.append(devices(spin: false, placement: p))
             out.append(trappedWindow(placement: p))
         }
         for p in placements {
             out.append(baseline(p.sharesOneCPU ? CB_WAIT_SPIN_THEN_BLOCK : CB_WAIT_BUSY, placement: p))
+            if !p.sharesOneCPU { out.append(baseline(CB_WAIT_LINK_BUSY, placement: p)) }
             out.append(devices(spin: true, placement: p))
         }
         return out

@@ -75,6 +75,17 @@ struct Runner {
                     case "spin": [50: 1.5]
                     default: [:]
                     }
+                    // Attribution (no target): the same round trip against C doing exactly the
+                    // link's syscalls, so what the design costs (epoll, the WIRE-CLI-21 poll) and
+                    // what the model adds are told apart.
+                    let linkMode = mode == "spin" ? "spin-link" : mode == "blocking" ? "blocking-link" : ""
+                    if let link = latencies.first(where: { $0.isBaseline && $0.mode == linkMode && $0.placement.name == p.name }),
+                       ours.error == nil, link.error == nil, link.percentile(50) > 0 {
+                        let o = ours.percentile(50), b = link.percentile(50)
+                        rows.append(Row(section: "1. doorbell round trip", item: "\(item) p50, against C with the link's syscalls",
+                                        ours: "\(format(o, 1)) µs", baseline: "\(format(b, 1)) µs \(link.label)",
+                                        ratio: o / b, target: "—", met: nil))
+                    }
                     for pct in [50.0, 99.0, 99.9] {
                         let limit = limits[pct]
                         let ok = ours.error == nil && base.error == nil

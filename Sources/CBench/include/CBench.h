@@ -38,6 +38,12 @@ typedef enum cb_wait_mode {
     /// Non-blocking reads for up to `spin_ns` after the wait began, then poll() and read: the
     /// same policy as a device attached with `.spinThenBlock`.
     CB_WAIT_SPIN_THEN_BLOCK = 2,
+    /// The server link's syscalls, blocking: epoll_wait() then read() to wait, and a zero-
+    /// timeout poll(POLLOUT) before each write (WIRE-CLI-21). Attributes a device round trip's
+    /// cost to the link's design rather than to the model.
+    CB_WAIT_LINK_BLOCKING = 3,
+    /// The server link's syscalls, spinning: non-blocking reads, poll(POLLOUT) before each write.
+    CB_WAIT_LINK_BUSY = 4,
 } cb_wait_mode;
 /// Echo side: wait for rx (as `mode` says), write 1 to tx; until the stop value arrives.
 /// Returns the number of echoes, -1 on error.
