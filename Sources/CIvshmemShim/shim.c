@@ -11,6 +11,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 int ivs_epoll_wait(int epfd, uint32_t *events, uint64_t *data, int max, int timeout_ms) {
     struct epoll_event evs[64];
@@ -32,22 +33,26 @@ int ivs_unblock_all_signals(void) {
 }
 
 static volatile sig_atomic_t termination_flag;
-static volatile sig_atomic_t termination_wake_fd = -1;
+/* The fd the handler signals. Atomic (lock-free, so async-signal-safe): the thread that
+ * installs the handler and the one that later forgets it may differ, and a process may run
+ * several servers of which only one installed it. */
+static _Atomic int termination_wake_fd = -1;
 
 static void on_termination(int sig) {
     (void)sig;
     int saved = errno;
     termination_flag = 1;
-    if (termination_wake_fd >= 0) {
+    int fd = atomic_load(&termination_wake_fd);
+    if (fd >= 0) {
         uint64_t one = 1;
-        ssize_t r = write(termination_wake_fd, &one, sizeof one);
+        ssize_t r = write(fd, &one, sizeof one);
         (void)r;
     }
     errno = saved;
 }
 
 int ivs_install_termination_handler(int wake_fd) {
-    termination_wake_fd = wake_fd;
+    atomic_store(&termination_wake_fd, wake_fd);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_termination;
@@ -89,7 +94,11 @@ int ivs_restore_default_signals(void) {
     return r == 0 ? 0 : -1;
 }
 
-void ivs_forget_termination_wake_fd(void) { termination_wake_fd = -1; }
+void ivs_forget_termination_wake_fd(int wake_fd) {
+    /* Only the owner of the installed fd forgets it: another server closing must not leave
+     * the one that installed the handler deaf to SIGTERM. */
+    atomic_compare_exchange_strong(&termination_wake_fd, &wake_fd, -1);
+}
 
 int ivs_get_seals(int fd) { return fcntl(fd, F_GET_SEALS); }
 

@@ -23,9 +23,10 @@ public enum Signals {
         _ = try retryingSystemCall("sigaction(SIGTERM/SIGINT/SIGHUP)") { ivs_install_termination_handler(wake.fd.rawValue) }
     }
 
-    /// Makes the termination handler stop writing to its wake fd; call before closing that fd,
-    /// whose number the kernel may hand out again.
-    public static func forgetTerminationWake() { ivs_forget_termination_wake_fd() }
+    /// Makes the termination handler stop writing to `wake` if that is the fd it was given;
+    /// call before closing that fd, whose number the kernel may hand out again. A different fd
+    /// (another server's) is left alone.
+    public static func forgetTerminationWake(_ wake: EventFD) { ivs_forget_termination_wake_fd(wake.fd.rawValue) }
 
     /// Whether a termination signal arrived since ``installTerminationHandler(wake:)``.
     public static var terminationRequested: Bool { ivs_termination_requested() != 0 }

@@ -235,10 +235,10 @@ public final class IvshmemServer: @unchecked Sendable {
     }
 
     private func closeEverything() {
-        let wasClosed = lifecycle.withLock { state -> Bool in
+        let (wasClosed, watchesSignals) = lifecycle.withLock { state -> (Bool, Bool) in
             let was = state.closed
             state.closed = true
-            return was
+            return (was, state.watchesSignals)
         }
         if wasClosed { return }
         for peer in peers {
@@ -256,7 +256,7 @@ public final class IvshmemServer: @unchecked Sendable {
                 logger.warning("could not unlink shared memory", metadata: ["name": "\(name)", "error": "\(error)"])
             }
         }
-        Signals.forgetTerminationWake()
+        if watchesSignals { Signals.forgetTerminationWake(wake) }
         wake.close()
         spareDescriptor?.closeQuietly()
         spareDescriptor = nil

@@ -35,8 +35,9 @@ int ivs_unblock_all_signals(void);
 /// Installs a flag-setting handler for SIGINT/SIGTERM/SIGHUP and writes to `wake_fd` on a signal.
 int ivs_install_termination_handler(int wake_fd);
 int ivs_termination_requested(void);
-/// Stops the handler writing to the wake fd (call before closing it: the number may be reused).
-void ivs_forget_termination_wake_fd(void);
+/// Stops the handler writing to `wake_fd` if that is still the fd it signals (call before closing
+/// it: the number may be reused); another fd installed since is left alone.
+void ivs_forget_termination_wake_fd(int wake_fd);
 int ivs_ignore_sigpipe(void);
 
 static inline uint32_t ivs_load32_acquire(const void *p) { return __atomic_load_n((const uint32_t *)p, __ATOMIC_ACQUIRE); }
