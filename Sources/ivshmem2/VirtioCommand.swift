@@ -48,6 +48,7 @@ struct VirtioRoleOptions: ParsableArguments {
     func serve(_ backend: VirtioBackend, input: FileDescriptor? = nil, onInput: (@Sendable ([UInt8], VirtioBackend) -> Void)? = nil) throws {
         let stop = try EventFD.create()
         try Signals.installTerminationHandler(wake: stop)
+        defer { Signals.forgetTerminationWake(stop); stop.close() }
         let runner = try BackendRunner(backend: backend, input: input, onInput: onInput)
         runner.start()
         if !logging.quiet { writeStderr("virtio: back-end for device \(backend.device.deviceID) on \(socket); peer \(backend.endpoint.id)\n") }
@@ -82,6 +83,7 @@ struct VirtioConsoleCommand: ParsableCommand {
         writeStderr("virtio: console front-end, \(driver.columns)x\(driver.rows)\n")
         let stop = try EventFD.create()
         try Signals.installTerminationHandler(wake: stop)
+        defer { Signals.forgetTerminationWake(stop); stop.close() }
         let epoll = try Epoll()
         defer { epoll.close() }
         try epoll.add(.standardInput, events: .readable, token: 0)
