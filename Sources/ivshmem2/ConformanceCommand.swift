@@ -23,12 +23,8 @@ struct ConformanceCommand: ParsableCommand {
     @Option(help: "Write JUnit XML results here.") var junit: String?
     @Flag(help: "Print results as JSON instead of the matrix.") var json = false
     @Flag(help: "Print a line per case as it finishes (skipped cases with their reason).") var verbose = false
-    @Option(name: [.customShort("j"), .long], help: "Cases run at once.") var jobs: Int = ScriptRunner.defaultJobs
+    @OptionGroup var jobs: JobsOptions
     @OptionGroup var logging: LoggingOptions
-
-    func validate() throws {
-        guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
-    }
 
     func run() throws {
         try Signals.ignoreBrokenPipe()
@@ -43,7 +39,7 @@ struct ConformanceCommand: ParsableCommand {
         let verbose = self.verbose
         let report: ConformanceReport
         do {
-            report = try Conformance.run(directory: dir, specText: specText, profiles: profiles.isEmpty ? Conformance.profiles : profiles, jobs: jobs) { r, done, total in
+            report = try Conformance.run(directory: dir, specText: specText, profiles: profiles.isEmpty ? Conformance.profiles : profiles, jobs: jobs.count) { r, done, total in
                 if verbose || r.failure != nil {
                     progress.print(Reports.line(r))
                     if let f = r.failure { progress.print(f.render(path: r.script)) }

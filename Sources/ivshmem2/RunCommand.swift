@@ -25,12 +25,8 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Write every case's trace here as JSON lines (with file, case and profile; time counts from the start of the run).") var trace: String?
     @Flag(help: "Also list skipped cases, with the reason.") var verbose = false
     @Flag(help: "Make the first driver-checking finding fatal (as Jailhouse stops a cell).") var strict = false
-    @Option(name: [.customShort("j"), .long], help: "Cases run at once.") var jobs: Int = ScriptRunner.defaultJobs
+    @OptionGroup var jobs: JobsOptions
     @OptionGroup var logging: LoggingOptions
-
-    func validate() throws {
-        guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
-    }
 
     func run() throws {
         try Signals.ignoreBrokenPipe()
@@ -55,7 +51,7 @@ struct RunCommand: ParsableCommand {
         runner.strict = strict
         let progress = ProgressLine(quiet: logging.quiet || json)
         let runs = scripts.flatMap { s in s.cases.indices.map { CaseRun(script: s, caseIndex: $0, profile: profile) } }
-        let results = runner.run(runs, jobs: jobs) { r, done in
+        let results = runner.run(runs, jobs: jobs.count) { r, done in
             progress.update(done: done, total: runs.count, failed: r.failure != nil, label: "\(r.script): \(r.caseName)")
         }
         progress.finish()

@@ -56,19 +56,12 @@ struct ServerCommand: ParsableCommand {
     }
 
     func makeConfiguration() throws -> ServerConfiguration {
-        var config = ServerConfiguration()
-        try common.apply(to: &config, defaultBacking: .memfd)
-        config.size = try ServerCommonOptions.parse(size, OptionValueParsing.size, option: "-l/--size", expecting: "a size like 4194304, 64K, 1M or 2G")
-        config.outputSectionSize = try ServerCommonOptions.parse(outputSectionSize, OptionValueParsing.size, option: "-o/--output-section-size", expecting: "a size like 0, 4K or 64K")
-        config.maxPeers = try ServerCommonOptions.parse(maxPeers, OptionValueParsing.unsigned, option: "-n/--max-peers", expecting: "a number")
-        config.vectors = try ServerCommonOptions.parse(vectors, OptionValueParsing.unsigned, option: "-V/--vectors", expecting: "a number")
-        config.protocolValue = try ServerCommonOptions.parse(protocolValue, OptionValueParsing.unsigned, option: "-P/--protocol", expecting: "a number like 0x4001 or 16385")
-        do {
-            _ = try config.validate()
-        } catch {
-            throw ValidationError(error.description)
+        try common.configuration(ServerConfiguration(), defaultBacking: .memfd, size: size) { config in
+            config.outputSectionSize = try ServerCommonOptions.parse(outputSectionSize, OptionValueParsing.size, option: "-o/--output-section-size", expecting: "a size like 0, 4K or 64K")
+            config.maxPeers = try ServerCommonOptions.parse(maxPeers, OptionValueParsing.unsigned, option: "-n/--max-peers", expecting: "a number")
+            config.vectors = try ServerCommonOptions.parse(vectors, OptionValueParsing.unsigned, option: "-V/--vectors", expecting: "a number")
+            config.protocolValue = try ServerCommonOptions.parse(protocolValue, OptionValueParsing.unsigned, option: "-P/--protocol", expecting: "a number like 0x4001 or 16385")
         }
-        return config
     }
 
     // MARK: Running

@@ -52,7 +52,7 @@ struct ServerCommonOptions: ParsableArguments {
 
     /// Puts the socket, backing (`defaultBacking` when none is chosen), mode and queue bound
     /// into `config`.
-    func apply(to config: inout ServerConfiguration, defaultBacking: SharedMemoryBacking) throws {
+    private func apply(to config: inout ServerConfiguration, defaultBacking: SharedMemoryBacking) throws {
         config.socketPath = socket
         guard [shmName != nil, shmDir != nil, memfd].filter({ $0 }).count <= 1 else {
             throw ValidationError("-M/--shm-name, -m/--shm-dir and --memfd choose the shared-memory backing: give at most one")
@@ -66,6 +66,22 @@ struct ServerCommonOptions: ParsableArguments {
         }
         config.mode = mode_t(modeBits)
         config.queueDescriptorLimit = queueDescriptorLimit
+    }
+
+    /// `base` with these options, the `-l/--size` text and the command's own options (put in
+    /// by `fill`), validated (SRV-CFG-2, V1-SRV-CFG-2): every error names its option.
+    func configuration(_ base: ServerConfiguration, defaultBacking: SharedMemoryBacking, size: String,
+                       _ fill: (inout ServerConfiguration) throws -> Void) throws -> ServerConfiguration {
+        var config = base
+        try apply(to: &config, defaultBacking: defaultBacking)
+        config.size = try Self.parse(size, OptionValueParsing.size, option: "-l/--size", expecting: "a size like 4194304, 64K, 1M or 2G")
+        try fill(&config)
+        do {
+            _ = try config.validate()
+        } catch {
+            throw ValidationError(error.description)
+        }
+        return config
     }
 
     /// An option's value through `parser`, or an error naming the option and what it expects.

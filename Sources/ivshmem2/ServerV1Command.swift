@@ -42,16 +42,9 @@ struct ServerV1Command: ParsableCommand {
 
     /// The options as a v1 configuration (V1-SRV-CFG-1, V1-SRV-CFG-2); each error names its option.
     func makeConfiguration() throws -> ServerConfiguration {
-        var config = ServerConfiguration.v1()
-        try common.apply(to: &config, defaultBacking: .posix(name: "ivshmem"))
-        config.size = try ServerCommonOptions.parse(size, OptionValueParsing.size, option: "-l/--size", expecting: "a size like 4194304, 64K, 1M or 2G")
-        config.vectors = try ServerCommonOptions.parse(vectors, OptionValueParsing.unsigned, option: "-n/--vectors", expecting: "a number")
-        do {
-            _ = try config.validate()
-        } catch {
-            throw ValidationError(error.description)
+        try common.configuration(ServerConfiguration.v1(), defaultBacking: .posix(name: "ivshmem"), size: size) { config in
+            config.vectors = try ServerCommonOptions.parse(vectors, OptionValueParsing.unsigned, option: "-n/--vectors", expecting: "a number")
         }
-        return config
     }
 
     func run() throws {

@@ -32,13 +32,9 @@ struct SpecCheckCommand: ParsableCommand {
     @Option(help: "Directory with the modified tables.") var spec: String
     @Option(help: "Conformance scripts to re-run (default: fixtures/conformance).") var dir: String?
     @Option(name: .customLong("profile"), help: "Profiles to run the scripts under (repeatable; default all).") var profiles: [String] = []
-    @Option(name: [.customShort("j"), .long], help: "Case runs at once.") var jobs: Int = ScriptRunner.defaultJobs
+    @OptionGroup var jobs: JobsOptions
     @Flag(name: .customLong("exit-zero"), help: "Exit 0 even when something changed (only an error exits 1).") var exitZero = false
     @OptionGroup var logging: LoggingOptions
-
-    func validate() throws {
-        guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
-    }
 
     func run() throws {
         try Signals.ignoreBrokenPipe()
@@ -59,7 +55,7 @@ struct SpecCheckCommand: ParsableCommand {
             throw ToolFailure("spec check: cannot read the scripts under \(dir): \(error)")
         }
         let progress = ProgressLine(quiet: logging.quiet)
-        let report = try SpecCheck.run(modified: modified, scripts: scripts, profiles: profiles.isEmpty ? Conformance.profiles : profiles, jobs: jobs) { done, total in
+        let report = try SpecCheck.run(modified: modified, scripts: scripts, profiles: profiles.isEmpty ? Conformance.profiles : profiles, jobs: jobs.count) { done, total in
             progress.update(done: done, total: total, failed: false, label: "case runs (stock and modified)")
         }
         progress.finish()

@@ -35,6 +35,10 @@ struct ToolCommandTests {
         let usage = try ServerProcess.run(["run", "--no-such-option", "x.ivs"])
         #expect(usage.status == .exited(64))
         #expect(usage.standardError.contains("Usage: ivshmem2 run"), "\(usage.standardError)")
+        for args in [["run", "-j", "0", "x.ivs"], ["conformance", "--jobs", "0"], ["spec", "check", "--spec", ".", "--jobs=-2"]] {
+            let jobs = try ServerProcess.run(args)
+            #expect(jobs.status == .exited(64) && jobs.standardError.contains("--jobs must be at least 1"), "\(args): \(jobs.standardError)")
+        }
         let level = try ServerProcess.run(["dump-config", "--log-level", "loud"])
         #expect(level.status == .exited(64) && level.standardError.contains("--log-level"), "\(level.standardError)")
         let version = try ServerProcess.run(["--version"])
