@@ -150,6 +150,8 @@ public struct FileDescriptor: RawRepresentable, Hashable, Sendable, CustomString
     public func waitReadable(timeoutMilliseconds: Int32) throws -> Bool {
         var pfd = pollfd(fd: rawValue, events: Int16(POLLIN), revents: 0)
         let n = try retryingSystemCall("poll", detail: description) { poll(&pfd, 1, timeoutMilliseconds) }
+        // A descriptor that is not open is a bug to report, not "readable".
+        if n > 0 && pfd.revents & Int16(POLLNVAL) != 0 { throw SystemCallError(call: "poll", errno: .badFileDescriptor, detail: description) }
         return n > 0
     }
 
@@ -157,6 +159,7 @@ public struct FileDescriptor: RawRepresentable, Hashable, Sendable, CustomString
     public func waitWritable(timeoutMilliseconds: Int32) throws -> Bool {
         var pfd = pollfd(fd: rawValue, events: Int16(POLLOUT), revents: 0)
         let n = try retryingSystemCall("poll", detail: description) { poll(&pfd, 1, timeoutMilliseconds) }
+        if n > 0 && pfd.revents & Int16(POLLNVAL) != 0 { throw SystemCallError(call: "poll", errno: .badFileDescriptor, detail: description) }
         return n > 0 && pfd.revents & Int16(POLLOUT) != 0
     }
 
