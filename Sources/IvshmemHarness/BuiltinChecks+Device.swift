@@ -60,7 +60,7 @@ extension BuiltinChecks {
             try DeviceCheckSupport.rejected(DeviceConfiguration(profile: ctx.profile, id: 2, maxPeers: 2), parameter: "id")
             try DeviceCheckSupport.rejected(DeviceConfiguration(profile: ctx.profile, id: 65536, maxPeers: 65536, rwSectionSize: 0), parameter: "id")
             let last = try DeviceCheckSupport.accepted(DeviceConfiguration(profile: ctx.profile, id: 65535, maxPeers: 65536, rwSectionSize: 0))
-            try DeviceCheckSupport.expect("the ID register of peer 65535", last.readRegister(0x00), 65535)
+            try DeviceCheckSupport.expect("the ID register of peer 65535", last.readRegister(last.registerOffsets.id), 65535)
         },
         BuiltinCheck(name: "device-cfg-section-sizes", summary: "DEV-CFG-4: ST, RW, OUT page multiples; ST per SHM-LAYOUT-8") { ctx in
             let p = ctx.profile

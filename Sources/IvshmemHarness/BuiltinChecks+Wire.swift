@@ -443,7 +443,7 @@ extension BuiltinChecks {
             try WireCheckSupport.expectAttach(ctx, what: "id 65535 with max_peers 65536") { s, c in
                 try s.send(c, initBytes(id: 65535, maxPeers: 65536, output: 0), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
                 try WireCheckSupport.introduce(s, c, id: 65535)
-            } _: { d, _ in try require(d.device.readRegister(0x00) == 65535, "the ID register 65535", "\(d.device.readRegister(0x00))") }
+            } _: { d, _ in try require(d.readIDRegister() == 65535, "the ID register 65535", "\(d.readIDRegister())") }
         },
         BuiltinCheck(name: "wire-cli-5", summary: "max_peers must be in 2..65536") { ctx in
             for n: UInt32 in [0, 1, 65537] {
@@ -455,7 +455,10 @@ extension BuiltinChecks {
                 try WireCheckSupport.expectAttach(ctx, what: "max_peers \(n)") { s, c in
                     try s.send(c, initBytes(id: 1, maxPeers: n, output: 0), fds: [try s.sharedMemory(size: WireCheckSupport.oneMiB)])
                     try WireCheckSupport.introduce(s, c, id: 1)
-                } _: { d, _ in try require(d.device.readRegister(0x04) == n, "Maximum Peers \(n)", "\(d.device.readRegister(0x04))") }
+                } _: { d, _ in
+                    let maxPeers = d.device.readRegister(d.device.registerOffsets.maxPeers)
+                    try require(maxPeers == n, "Maximum Peers \(n)", "\(maxPeers)")
+                }
             }
         },
         BuiltinCheck(name: "wire-cli-6", summary: "vectors must be in 1..1024 and within the profile's limit") { ctx in
@@ -626,7 +629,7 @@ extension BuiltinChecks {
                 try s.send(c, MessageHeader.rawMessage(type: 1, length: 4, body: []))
             }) { d, _ in
                 try require(Monotonic.poll(timeout: 5) { !d.isLinkUp }, "the link down after a len below 8 (DEV-PEER-4)", "link up, events \(d.linkEvents)")
-                try require(d.readRegister0() == 0, "registers still served", "\(d.readRegister0())")
+                try require(d.readIDRegister() == 0, "registers still served", "\(d.readIDRegister())")
             }
         },
         BuiltinCheck(name: "wire-cli-17", summary: "after INIT an erroneous message is discarded, recorded, its fd closed; the link stays up") { ctx in
@@ -786,7 +789,7 @@ extension BuiltinChecks {
 
 extension AttachedDevice {
     /// The ID register through the device (link state does not matter).
-    func readRegister0() -> UInt32 { device.readRegister(0x00) }
+    func readIDRegister() -> UInt32 { device.readRegister(device.registerOffsets.id) }
 }
 
 extension BuiltinChecks {

@@ -68,7 +68,8 @@ extension Session {
             if let t = v1Peers[target] { id = UInt64(t.id) } else if let n = UInt64(target) { id = n } else {
                 throw fail(st, expected: "a peer name or ID", actual: "'\(target)'")
             }
-            p.device.writeRegister(0x0C, UInt32(truncatingIfNeeded: id << 16 | (vector & 0xFFFF)))
+            p.device.writeRegister(p.device.registerOffsets.doorbell,
+                                   V1BAR0Registers.doorbellValue(peer: UInt32(truncatingIfNeeded: id), vector: UInt32(truncatingIfNeeded: vector)))
         case .waitIRQ(let vector, let timeout, let pin, let address, let data):
             let p = try v1Peer(st)
             guard pin == nil else { throw fail(st, expected: "an MSI-X wait (a v1 doorbell device has no INTx)", actual: "pin=\(pin!)") }

@@ -7,14 +7,14 @@ import IvshmemTransport
 /// mastering on, MSI-X entry v = address FEE00000h, data v, unmasked, MSI-X enabled.
 public enum V1DriverSetup {
     public static func ready(_ device: IvshmemV1Device) {
-        device.configWrite(offset: 0x04, size: 2, value: 0x6)
+        device.configWrite(offset: PCIConfig.command, size: 2, value: UInt32(PCICommand([.memorySpace, .busMaster]).rawValue))
         for v in 0..<device.configuration.vectors {
-            let entry = UInt64(v) * 16
-            device.barWrite(1, offset: entry, size: 4, value: 0xFEE0_0000)
-            device.barWrite(1, offset: entry + 8, size: 4, value: UInt64(v))
-            device.barWrite(1, offset: entry + 12, size: 4, value: 0)
+            let entry = UInt64(v * MSIXTableEntry.size)
+            device.barWrite(1, offset: entry + UInt64(MSIXTableEntry.messageAddress), size: 4, value: 0xFEE0_0000)
+            device.barWrite(1, offset: entry + UInt64(MSIXTableEntry.messageData), size: 4, value: UInt64(v))
+            device.barWrite(1, offset: entry + UInt64(MSIXTableEntry.vectorControl), size: 4, value: 0)
         }
-        device.configWrite(offset: IvshmemV1Device.msixCapabilityOffset + 2, size: 2, value: 0x8000)
+        device.configWrite(offset: IvshmemV1Device.msixCapabilityOffset + MSIXControl.capabilityOffset, size: 2, value: UInt32(MSIXControl.enable.rawValue))
     }
 }
 

@@ -77,6 +77,8 @@ public final class IvshmemV1Device: PCIFunction, @unchecked Sendable {
     private let config: RegisterBlock
     private let registers: RegisterBlock
     private let msixTable: RegisterBlock
+    /// Where the tables put the BAR0 registers (for tools and scripts: no literal offsets).
+    public let registerOffsets: V1BAR0Registers
     private let intrMaskOffset: Int
     private let intrStatusOffset: Int
     private let ivPositionOffset: Int
@@ -144,7 +146,9 @@ public final class IvshmemV1Device: PCIFunction, @unchecked Sendable {
         intrMaskOffset = try required(.intrMask, registers.map.offset(of: .intrMask), "the v1 register region")
         intrStatusOffset = try required(.intrStatus, registers.map.offset(of: .intrStatus), "the v1 register region")
         ivPositionOffset = try required(.ivPosition, registers.map.offset(of: .ivPosition), "the v1 register region")
-        _ = try required(.v1Doorbell, registers.map.offset(of: .v1Doorbell), "the v1 register region")
+        let doorbellOffset = try required(.v1Doorbell, registers.map.offset(of: .v1Doorbell), "the v1 register region")
+        registerOffsets = V1BAR0Registers(interruptMask: UInt64(intrMaskOffset), interruptStatus: UInt64(intrStatusOffset),
+                                          ivPosition: UInt64(ivPositionOffset), doorbell: UInt64(doorbellOffset))
         msixControlOffset = config.map.offset(of: .msixControl)
         vectorControlOffset = try required(.vectorControl, tables.msixTableEntry.first { $0.hook == .vectorControl }?.offset, "the MSI-X table entry")
         state = Locked(State(pending: Array(repeating: false, count: msix ? c.vectors : 0)))
@@ -413,7 +417,7 @@ public final class IvshmemV1Device: PCIFunction, @unchecked Sendable {
                 if link?.ring(target: target, vector: vector) != true {
                     state.withLock { s in
                         record(&s, "V1-REG-DB-2", "doorbell to peer \(target) vector \(vector): no eventfd for it; no effect",
-                               Access(space: .bar(0), offset: 0x0C, size: 4, isWrite: true, value: value), kind: .ineffective)
+                               Access(space: .bar(0), offset: registerOffsets.doorbell, size: 4, isWrite: true, value: value), kind: .ineffective)
                     }
                 }
             case .msix(let vector, let address, let data):

@@ -90,6 +90,25 @@ public struct BAR0Registers: Sendable, Equatable {
     public static func doorbellValue(peer: UInt32, vector: UInt32) -> UInt32 { peer << 16 | (vector & 0xFFFF) }
 }
 
+/// The v1 device's BAR0 registers, where `spec/tables/v1-bar0.json` puts them (V1-REG-*): the
+/// v1 peer, scripts and checks use these instead of literal offsets.
+public struct V1BAR0Registers: Sendable, Equatable {
+    public var interruptMask: UInt64
+    public var interruptStatus: UInt64
+    public var ivPosition: UInt64
+    public var doorbell: UInt64
+
+    public init(interruptMask: UInt64, interruptStatus: UInt64, ivPosition: UInt64, doorbell: UInt64) {
+        self.interruptMask = interruptMask
+        self.interruptStatus = interruptStatus
+        self.ivPosition = ivPosition
+        self.doorbell = doorbell
+    }
+
+    /// The Doorbell value that rings `vector` of peer `peer` (V1-REG-DB-1: peer in bits 31:16).
+    public static func doorbellValue(peer: UInt32, vector: UInt32) -> UInt32 { BAR0Registers.doorbellValue(peer: peer, vector: vector) }
+}
+
 extension RegisterBlock {
     /// The address software programmed into BAR `index` of this config space: type bits
     /// stripped (I/O: 2, memory: 4), a 64-bit BAR joined with the next dword (CFG-BAR-*,

@@ -84,9 +84,9 @@ public final class VirtioEndpoint: @unchecked Sendable {
     }
 
     /// Rings the other peer's `vector`.
-    public func ring(vector: UInt16) { writeRegister(0x0C, peer << 16 | UInt32(vector)) }
+    public func ring(vector: UInt16) { writeRegister(device.registerOffsets.doorbell, BAR0Registers.doorbellValue(peer: peer, vector: UInt32(vector))) }
     /// Writes this peer's State register.
-    public func setState(_ value: UInt32) { writeRegister(0x10, value) }
+    public func setState(_ value: UInt32) { writeRegister(device.registerOffsets.state, value) }
     public var ownState: UInt32 { device.stateTableEntry(id) }
     public var peerState: UInt32 { device.stateTableEntry(peer) }
     public var peerConnected: Bool { link.isActive(peer) }

@@ -31,7 +31,7 @@ struct RegisterBench {
             throw BenchError("no BAR0 or MSI-X capability")
         }
         platform.configWrite(bdf, offset: cap.offset + 2, size: 2, value: platform.configRead(bdf, offset: cap.offset + 2, size: 2) | 0x8000)
-        platform.mmioWrite(bar0 + 0x08, size: 4, value: 1)
+        platform.mmioWrite(bar0 + device.registerOffsets.interruptControl, size: 4, value: UInt64(InterruptControlBits.enable))
 
         var c = try cDevice(for: device, bdf: bdf, memory: memory, ecamBase: platform.ecamBase)
         let command = platform.configRead(bdf, offset: 4, size: 2)

@@ -42,7 +42,8 @@ final class V1PeerSession: V1InterruptSink, @unchecked Sendable {
         switch cmd {
         case "quit", "exit": return false
         case "dump":
-            writeStdout("id: \(device.readRegister(0x08)) vectors: \(device.configuration.vectors) intr-mask: 0x\(String(device.readRegister(0x00), radix: 16))\n")
+            let r = device.registerOffsets
+            writeStdout("id: \(device.readRegister(r.ivPosition)) vectors: \(device.configuration.vectors) intr-mask: 0x\(String(device.readRegister(r.interruptMask), radix: 16))\n")
             writeStdout("peers: \(attached.link.knownPeers.map(String.init).joined(separator: " "))\n")
         case "int":
             guard args.count == 2, let p = UInt16(args[0]) else { return usage("int <peer> <vector|all>") }
@@ -50,7 +51,7 @@ final class V1PeerSession: V1InterruptSink, @unchecked Sendable {
             if args[1] == "all" { vectors = Array(0..<device.configuration.vectors) } else if let v = Int(args[1]), (0...0xFFFF).contains(v) { vectors = [v] } else { return usage("int <peer> <vector|all>") }
             for v in vectors {
                 let before = device.findings.count
-                device.writeRegister(0x0C, UInt32(p) << 16 | UInt32(v))
+                device.writeRegister(device.registerOffsets.doorbell, V1BAR0Registers.doorbellValue(peer: UInt32(p), vector: UInt32(v)))
                 writeStdout("ok: rang peer \(p) vector \(v)\n")
                 for f in device.findings.dropFirst(before) { writeStdout("finding: \(f)\n") }
             }

@@ -36,6 +36,15 @@ struct V1DeviceTests {
         try V1ConfigImage(reading: { d.configRead(offset: $0, size: $1) }, writing: { d.configWrite(offset: $0, size: $2, value: $1) })
     }
 
+    @Test("V1-REG-MASK-1, V1-REG-STAT-1, V1-REG-POS-1, V1-REG-DB-1: the v1 BAR0 register offsets come from the tables (00h IntrMask, 04h IntrStatus, 08h IVPosition, 0Ch Doorbell)")
+    func registerOffsets() throws {
+        let d = try device(.doorbell)
+        #expect(d.registerOffsets == V1BAR0Registers(interruptMask: 0x00, interruptStatus: 0x04, ivPosition: 0x08, doorbell: 0x0C))
+        d.writeRegister(d.registerOffsets.interruptMask, 0xA5A5_0F0F)
+        #expect(d.readRegister(d.registerOffsets.interruptMask) == 0xA5A5_0F0F, "IntrMask holds all 32 bits at its offset")
+        #expect(d.readRegister(d.registerOffsets.ivPosition) == 0xFFFF_FFFF, "IVPosition reads -1 before attach")
+    }
+
     @Test("V1-CFG-ID-1, V1-CFG-CAP-1, V1-CFG-BAR-2, V1-CFG-BAR-4, V1-MSIX-CAP-1: our doorbell and plain personalities present the configuration space spec/ivshmem1.md states (the same check QEMU passes)")
     func configurationSpace() throws {
         #expect(try image(device(.doorbell, vectors: 3)).violations(of: .doorbell(vectors: 3, sharedMemorySize: 1 << 20)) == [])
