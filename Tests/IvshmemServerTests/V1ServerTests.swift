@@ -33,23 +33,34 @@ struct V1ServerTests {
         return client
     }
 
-    @Test("V1-WIRE-SEQ-1, V1-WIRE-SEQ-2, V1-WIRE-SEQ-3, V1-WIRE-SEQ-4, V1-WIRE-SEQ-5, V1-WIRE-SEQ-6, V1-SHM-SIZE-1: three peers join; each message in the reference's order, with or without its descriptor")
-    func joinSequence() throws {
+    /// Runs `body` with a v1 server on its own thread (socket path given), `adjust`ing the
+    /// configuration first; every descriptor must be closed afterwards.
+    func withServer(vectors: UInt64 = 2, _ adjust: (inout ServerConfiguration) -> Void = { _ in },
+                    _ body: (ServerThread, String) throws -> Void) throws {
         try expectNoDescriptorLeak {
             let scratch = try ScratchDirectory()
-            let running = try ServerThread.start(configuration: configuration(scratch), logger: Self.quiet)
+            var config = configuration(scratch, vectors: vectors)
+            adjust(&config)
+            let running = try ServerThread.start(configuration: config, logger: Self.quiet)
             defer { running.stop() }
-            let a = try join(scratch.file("sock"))
+            try body(running, scratch.file("sock"))
+        }
+    }
+
+    @Test("V1-WIRE-SEQ-1, V1-WIRE-SEQ-2, V1-WIRE-SEQ-3, V1-WIRE-SEQ-4, V1-WIRE-SEQ-5, V1-WIRE-SEQ-6, V1-SHM-SIZE-1: three peers join; each message in the reference's order, with or without its descriptor")
+    func joinSequence() throws {
+        try withServer { _, path in
+            let a = try join(path)
             typealias R = V1ServerConnection.Received
             let greeting = { (id: Int64) in [R(value: 0, hadDescriptor: false), R(value: id, hadDescriptor: false), R(value: -1, hadDescriptor: true)] }
             let vectorsOf = { (id: Int64) in [R(value: id, hadDescriptor: true), R(value: id, hadDescriptor: true)] }
             #expect(a.received == greeting(0) + vectorsOf(0))
             #expect(try a.sharedMemory?.size() == 1 << 20)
-            let b = try join(scratch.file("sock"))
+            let b = try join(path)
             #expect(b.received == greeting(1) + vectorsOf(0) + vectorsOf(1))
             #expect(try a.receive(2))
             #expect(Array(a.received.suffix(2)) == vectorsOf(1))
-            let c = try join(scratch.file("sock"))
+            let c = try join(path)
             #expect(c.received == greeting(2) + vectorsOf(0) + vectorsOf(1) + vectorsOf(2))
             #expect(try a.receive(2) && b.receive(2))
             #expect(Array(a.received.suffix(2)) == vectorsOf(2) && Array(b.received.suffix(2)) == vectorsOf(2))
@@ -63,11 +74,7 @@ struct V1ServerTests {
 
     @Test("V1-WIRE-GONE-1, V1-SRV-GONE-1, V1-WIRE-GEN-2, V1-WIRE-CLI-7: a hang-up and a peer that sends data both depart; the others get the ID without a descriptor and drop its eventfds")
     func departures() throws {
-        try expectNoDescriptorLeak {
-            let scratch = try ScratchDirectory()
-            let running = try ServerThread.start(configuration: configuration(scratch, vectors: 1), logger: Self.quiet)
-            defer { running.stop() }
-            let path = scratch.file("sock")
+        try withServer(vectors: 1) { running, path in
             let a = try join(path, vectors: 1), b = try join(path, vectors: 1), c = try join(path, vectors: 1)
             #expect(try a.receive(2) && b.receive(1))
             b.close()
@@ -97,11 +104,7 @@ struct V1ServerTests {
         #expect(ids.allocate() == 2, "1 is in use: the next free after 0")
         #expect(ids.allocate() == nil)
 
-        try expectNoDescriptorLeak {
-            let scratch = try ScratchDirectory()
-            let running = try ServerThread.start(configuration: configuration(scratch, vectors: 1), logger: Self.quiet)
-            defer { running.stop() }
-            let path = scratch.file("sock")
+        try withServer(vectors: 1) { running, path in
             let a = try join(path, vectors: 1), b = try join(path, vectors: 1)
             a.close()
             #expect(try b.receive(1), "B sees A leave")
@@ -113,13 +116,7 @@ struct V1ServerTests {
 
     @Test("V1-SRV-ID-2: with every ID taken a newcomer is closed without a message and the others are still served")
     func allIDsTaken() throws {
-        try expectNoDescriptorLeak {
-            let scratch = try ScratchDirectory()
-            var config = configuration(scratch, vectors: 1)
-            config.maxPeers = 2  // stands for 65536 (V1-SRV-ID-2 is the same rule)
-            let running = try ServerThread.start(configuration: config, logger: Self.quiet)
-            defer { running.stop() }
-            let path = scratch.file("sock")
+        try withServer(vectors: 1, { $0.maxPeers = 2 /* stands for 65536 (V1-SRV-ID-2 is the same rule) */ }) { running, path in
             let a = try join(path, vectors: 1), b = try join(path, vectors: 1)
             let refused = try V1ServerConnection(path: path, vectors: 1)
             #expect(try refused.waitForHangUp())
@@ -135,11 +132,7 @@ struct V1ServerTests {
 
     @Test("V1-SRV-SHM-1, V1-SHM-BAR-1: the server never writes the shared memory: bytes at offset 0 survive a departure (a v2 server zeroes its State Table there)")
     func memoryUntouched() throws {
-        try expectNoDescriptorLeak {
-            let scratch = try ScratchDirectory()
-            let running = try ServerThread.start(configuration: configuration(scratch, vectors: 1), logger: Self.quiet)
-            defer { running.stop() }
-            let path = scratch.file("sock")
+        try withServer(vectors: 1) { running, path in
             let a = try join(path, vectors: 1), b = try join(path, vectors: 1)
             do {
                 let memory = try a.mapSharedMemory()
