@@ -79,9 +79,9 @@ public final class IvshmemV1Device: PCIFunction, @unchecked Sendable {
     private let msixTable: RegisterBlock
     /// Where the tables put the BAR0 registers (for tools and scripts: no literal offsets).
     public let registerOffsets: V1BAR0Registers
-    private let intrMaskOffset: Int
-    private let intrStatusOffset: Int
-    private let ivPositionOffset: Int
+    private var intrMaskOffset: Int { Int(registerOffsets.interruptMask) }
+    private var intrStatusOffset: Int { Int(registerOffsets.interruptStatus) }
+    private var ivPositionOffset: Int { Int(registerOffsets.ivPosition) }
     private let msixControlOffset: Int?
     private let vectorControlOffset: Int
     private let state: Locked<State>
@@ -143,12 +143,10 @@ public final class IvshmemV1Device: PCIFunction, @unchecked Sendable {
             guard let offset else { throw SpecError.missingHook(hook: h.rawValue, part: part) }
             return offset
         }
-        intrMaskOffset = try required(.intrMask, registers.map.offset(of: .intrMask), "the v1 register region")
-        intrStatusOffset = try required(.intrStatus, registers.map.offset(of: .intrStatus), "the v1 register region")
-        ivPositionOffset = try required(.ivPosition, registers.map.offset(of: .ivPosition), "the v1 register region")
-        let doorbellOffset = try required(.v1Doorbell, registers.map.offset(of: .v1Doorbell), "the v1 register region")
-        registerOffsets = V1BAR0Registers(interruptMask: UInt64(intrMaskOffset), interruptStatus: UInt64(intrStatusOffset),
-                                          ivPosition: UInt64(ivPositionOffset), doorbell: UInt64(doorbellOffset))
+        let registerMap = registers.map
+        func register(_ h: RegisterHook) throws -> UInt64 { UInt64(try required(h, registerMap.offset(of: h), "the v1 register region")) }
+        registerOffsets = V1BAR0Registers(interruptMask: try register(.intrMask), interruptStatus: try register(.intrStatus),
+                                          ivPosition: try register(.ivPosition), doorbell: try register(.v1Doorbell))
         msixControlOffset = config.map.offset(of: .msixControl)
         vectorControlOffset = try required(.vectorControl, tables.msixTableEntry.first { $0.hook == .vectorControl }?.offset, "the MSI-X table entry")
         state = Locked(State(pending: Array(repeating: false, count: msix ? c.vectors : 0)))

@@ -148,19 +148,22 @@ public struct FileDescriptor: RawRepresentable, Hashable, Sendable, CustomString
     /// Waits until the descriptor is readable (or hung up), at most `timeoutMilliseconds`
     /// (-1: forever). Returns whether it became readable.
     public func waitReadable(timeoutMilliseconds: Int32) throws -> Bool {
-        var pfd = pollfd(fd: rawValue, events: Int16(POLLIN), revents: 0)
-        let n = try retryingSystemCall("poll", detail: description) { poll(&pfd, 1, timeoutMilliseconds) }
-        // A descriptor that is not open is a bug to report, not "readable".
-        if n > 0 && pfd.revents & Int16(POLLNVAL) != 0 { throw SystemCallError(call: "poll", errno: .badFileDescriptor, detail: description) }
-        return n > 0
+        try pollEvents(POLLIN, timeoutMilliseconds: timeoutMilliseconds) != 0
     }
 
     /// Whether a write would not block now (`poll` for `POLLOUT`, at most `timeoutMilliseconds`).
     public func waitWritable(timeoutMilliseconds: Int32) throws -> Bool {
-        var pfd = pollfd(fd: rawValue, events: Int16(POLLOUT), revents: 0)
+        try pollEvents(POLLOUT, timeoutMilliseconds: timeoutMilliseconds) & Int16(POLLOUT) != 0
+    }
+
+    /// One `poll(2)` on this descriptor: the returned events (0 on timeout). A descriptor that
+    /// is not open (POLLNVAL) is an error to report, not "ready".
+    private func pollEvents(_ events: Int32, timeoutMilliseconds: Int32) throws -> Int16 {
+        var pfd = pollfd(fd: rawValue, events: Int16(events), revents: 0)
         let n = try retryingSystemCall("poll", detail: description) { poll(&pfd, 1, timeoutMilliseconds) }
-        if n > 0 && pfd.revents & Int16(POLLNVAL) != 0 { throw SystemCallError(call: "poll", errno: .badFileDescriptor, detail: description) }
-        return n > 0 && pfd.revents & Int16(POLLOUT) != 0
+        guard n > 0 else { return 0 }
+        if pfd.revents & Int16(POLLNVAL) != 0 { throw SystemCallError(call: "poll", errno: .badFileDescriptor, detail: description) }
+        return pfd.revents
     }
 
     /// The indices of `descriptors` that are readable, hung up or in error right now

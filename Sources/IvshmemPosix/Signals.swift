@@ -28,6 +28,16 @@ public enum Signals {
     /// (another server's) is left alone.
     public static func forgetTerminationWake(_ wake: EventFD) { ivs_forget_termination_wake_fd(wake.fd.rawValue) }
 
+    /// Runs `body` with a fresh wake eventfd that a termination signal signals; the handler
+    /// stops writing to it and it is closed when `body` returns.
+    public static func whileWatchingTermination<T>(_ body: (EventFD) throws -> T) throws -> T {
+        let wake = try EventFD.create()
+        defer { wake.close() }
+        try installTerminationHandler(wake: wake)
+        defer { forgetTerminationWake(wake) }
+        return try body(wake)
+    }
+
     /// Whether a termination signal arrived since ``installTerminationHandler(wake:)``.
     public static var terminationRequested: Bool { ivs_termination_requested() != 0 }
 

@@ -235,10 +235,10 @@ public final class IvshmemServer: @unchecked Sendable {
     }
 
     private func closeEverything() {
-        let (wasClosed, watchesSignals) = lifecycle.withLock { state -> (Bool, Bool) in
+        let wasClosed = lifecycle.withLock { state -> Bool in
             let was = state.closed
             state.closed = true
-            return (was, state.watchesSignals)
+            return was
         }
         if wasClosed { return }
         for peer in peers {
@@ -256,7 +256,7 @@ public final class IvshmemServer: @unchecked Sendable {
                 logger.warning("could not unlink shared memory", metadata: ["name": "\(name)", "error": "\(error)"])
             }
         }
-        if watchesSignals { Signals.forgetTerminationWake(wake) }
+        Signals.forgetTerminationWake(wake)  // a no-op unless this server's wake is the installed one
         wake.close()
         spareDescriptor?.closeQuietly()
         spareDescriptor = nil

@@ -46,14 +46,13 @@ struct VirtioRoleOptions: ParsableArguments {
 
     /// Runs `backend` on its own loop until SIGINT/SIGTERM.
     func serve(_ backend: VirtioBackend, input: FileDescriptor? = nil, onInput: (@Sendable ([UInt8], VirtioBackend) -> Void)? = nil) throws {
-        let stop = try EventFD.create()
-        try Signals.installTerminationHandler(wake: stop)
-        defer { Signals.forgetTerminationWake(stop); stop.close() }
-        let runner = try BackendRunner(backend: backend, input: input, onInput: onInput)
-        runner.start()
-        if !logging.quiet { writeStderr("virtio: back-end for device \(backend.device.deviceID) on \(socket); peer \(backend.endpoint.id)\n") }
-        while !Signals.terminationRequested { _ = try? stop.wait(timeoutMilliseconds: 1000) }
-        runner.stop()
+        try Signals.whileWatchingTermination { stop in
+            let runner = try BackendRunner(backend: backend, input: input, onInput: onInput)
+            runner.start()
+            if !logging.quiet { writeStderr("virtio: back-end for device \(backend.device.deviceID) on \(socket); peer \(backend.endpoint.id)\n") }
+            while !Signals.terminationRequested { _ = try? stop.wait(timeoutMilliseconds: 1000) }
+            runner.stop()
+        }
         backend.endpoint.setState(0)
         backend.endpoint.close()
     }
@@ -81,25 +80,24 @@ struct VirtioConsoleCommand: ParsableCommand {
         defer { endpoint.close() }
         let driver = try ConsoleDriver(frontend: VirtioFrontend(endpoint: endpoint))
         writeStderr("virtio: console front-end, \(driver.columns)x\(driver.rows)\n")
-        let stop = try EventFD.create()
-        try Signals.installTerminationHandler(wake: stop)
-        defer { Signals.forgetTerminationWake(stop); stop.close() }
-        let epoll = try Epoll()
-        defer { epoll.close() }
-        try epoll.add(.standardInput, events: .readable, token: 0)
-        try epoll.add(endpoint.interrupts.fd, events: .readable, token: 1)
-        try epoll.add(stop.fd, events: .readable, token: 2)
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while !Signals.terminationRequested {
-            var inputReady = false
-            _ = try epoll.wait(timeoutMilliseconds: 1000) { token, _ in if token == 0 { inputReady = true } }
-            _ = endpoint.takeInterrupts()
-            if inputReady {
-                let n = try buffer.withUnsafeMutableBytes { try FileDescriptor.standardInput.read(into: $0) }
-                if n > 0 { try driver.write(Array(buffer[0..<n])) } else { try epoll.remove(.standardInput) }
+        try Signals.whileWatchingTermination { stop in
+            let epoll = try Epoll()
+            defer { epoll.close() }
+            try epoll.add(.standardInput, events: .readable, token: 0)
+            try epoll.add(endpoint.interrupts.fd, events: .readable, token: 1)
+            try epoll.add(stop.fd, events: .readable, token: 2)
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while !Signals.terminationRequested {
+                var inputReady = false
+                _ = try epoll.wait(timeoutMilliseconds: 1000) { token, _ in if token == 0 { inputReady = true } }
+                _ = endpoint.takeInterrupts()
+                if inputReady {
+                    let n = try buffer.withUnsafeMutableBytes { try FileDescriptor.standardInput.read(into: $0) }
+                    if n > 0 { try driver.write(Array(buffer[0..<n])) } else { try epoll.remove(.standardInput) }
+                }
+                let received = driver.drain()
+                if !received.isEmpty { try FileDescriptor.standardOutput.writeAll(received) }
             }
-            let received = driver.drain()
-            if !received.isEmpty { try FileDescriptor.standardOutput.writeAll(received) }
         }
         driver.frontend.remove()
     }
