@@ -1,4 +1,5 @@
 import IvshmemModel
+import IvshmemPlatform
 import IvshmemPosix
 import IvshmemSync
 import IvshmemTransport
@@ -10,7 +11,7 @@ public enum V1DriverSetup {
         device.configWrite(offset: PCIConfig.command, size: 2, value: UInt32(PCICommand([.memorySpace, .busMaster]).rawValue))
         for v in 0..<device.configuration.vectors {
             let entry = UInt64(v * MSIXTableEntry.size)
-            device.barWrite(1, offset: entry + UInt64(MSIXTableEntry.messageAddress), size: 4, value: 0xFEE0_0000)
+            device.barWrite(1, offset: entry + UInt64(MSIXTableEntry.messageAddress), size: 4, value: DriverSetup.messageAddress)
             device.barWrite(1, offset: entry + UInt64(MSIXTableEntry.messageData), size: 4, value: UInt64(v))
             device.barWrite(1, offset: entry + UInt64(MSIXTableEntry.vectorControl), size: 4, value: 0)
         }

@@ -30,13 +30,14 @@ struct RegisterBench {
         guard let bar0 = bars[0], let cap = device.layout.capabilities.first(where: { $0.kind == .msix }) else {
             throw BenchError("no BAR0 or MSI-X capability")
         }
-        platform.configWrite(bdf, offset: cap.offset + 2, size: 2, value: platform.configRead(bdf, offset: cap.offset + 2, size: 2) | 0x8000)
+        let msixControl = cap.offset + MSIXControl.capabilityOffset
+        platform.configWrite(bdf, offset: msixControl, size: 2, value: platform.configRead(bdf, offset: msixControl, size: 2) | UInt32(MSIXControl.enable.rawValue))
         platform.mmioWrite(bar0 + device.registerOffsets.interruptControl, size: 4, value: UInt64(InterruptControlBits.enable))
 
         var c = try cDevice(for: device, bdf: bdf, memory: memory, ecamBase: platform.ecamBase)
-        let command = platform.configRead(bdf, offset: 4, size: 2)
-        let control = platform.configRead(bdf, offset: cap.offset + 2, size: 2)
-        let line = platform.configRead(bdf, offset: 0x3C, size: 1)
+        let command = platform.configRead(bdf, offset: PCIConfig.command, size: 2)
+        let control = platform.configRead(bdf, offset: msixControl, size: 2)
+        let line = platform.configRead(bdf, offset: PCIConfig.interruptLine, size: 1)
         func cfg(_ off: Int, _ size: Int, write: UInt32? = nil) -> cb_access {
             cb_access(space: 0, size: Int32(size), is_write: write == nil ? 0 : 1, offset: Int32(off), address: 0, value: UInt64(write ?? 0))
         }
